@@ -1,0 +1,233 @@
+"""ELF topology of a periodic grid: φ, φ*, the 1D/2D thresholds, the bottleneck and critical points.
+
+Definitions follow ``../shared/notes/networking-value.md``:
+- φ: highest isovalue t at which one piece of {ELF ≥ t} is periodic in three directions;
+- φ_1d, φ_2d: the same for one and two directions (first chains, first layers);
+- φ*: highest t at which one piece holds two distinct H atoms (or one H and its own image). An H atom
+  belongs to the piece holding its attractor: the highest grid point within 0.7 bohr of the proton
+  (the proton's nearest grid point when none lies that close).
+
+All four come from one descending union–find sweep (:mod:`model.sweep`, 6-connectivity), exact on the
+grid. The grid value is then refined to the critical point of the periodic Fourier interpolant that
+the event voxel sits on (:mod:`model.fourier`): Newton on the gradient, accepted only if it converges
+nearby to the right kind of point; otherwise the grid value is kept and the result says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pymatgen.core import Structure
+
+from model.fourier import FourierField
+from model.sweep import EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR, sweep
+from model.volumetric import ElfGrid
+
+ATTRACTOR_RADIUS_A = 0.7 * 0.529177210903  # 0.7 bohr
+MAX_LISTED = 64  # critical points listed (and refined); counts cover all of them
+
+
+@dataclass
+class Atom:
+    index: int
+    species: str
+    distance_a: float
+
+
+@dataclass
+class Attractor:
+    """An ELF maximum (a grid peak) joined at an event; ``image`` is its lattice translation."""
+
+    frac: list[float]
+    cart_a: list[float]
+    elf: float
+    image: list[int]
+    nearest_atom: Atom
+
+
+@dataclass
+class Event:
+    """A topological event of the sweep: the isovalue, where it happens and what it joins."""
+
+    kind: str  # "merge" (two pieces join) , "loop" (a piece joins its own image) or "birth"
+    elf: float  # refined value (continuum critical point), or the grid value when not refined
+    elf_grid: float  # value of the grid point whose addition made it happen
+    refined: bool
+    frac: list[float]
+    cart_a: list[float]
+    voxel: list[int]
+    joins: list[Attractor]
+    nearest_atoms: list[Atom]
+
+
+@dataclass
+class CriticalPointEntry:
+    kind: str  # "max" (3,-3) or "bond_saddle" (3,-1)
+    frac: list[float]
+    elf: float
+    refined: bool
+    persistence: float | None  # ELF range the feature lives over; None for essential ones
+
+
+@dataclass
+class Topology:
+    """Everything :func:`analyze` finds; values are ELF, positions fractional and Å."""
+
+    phi: float | None
+    phi_1d: float | None
+    phi_2d: float | None
+    phi_star: float | None
+    bottleneck: Event | None
+    molecular_bottleneck: Event | None
+    thresholds_grid: dict
+    h_fraction: float
+    n_h: int
+    critical_points: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def h_attractors(grid: ElfGrid, radius_a: float = ATTRACTOR_RADIUS_A) -> np.ndarray:
+    """Flat voxel index of each H atom's attractor (see module docstring), in site order of the H atoms."""
+    s = grid.structure
+    shape = np.array(grid.shape)
+    lattice = s.lattice.matrix
+    recip_len = np.linalg.norm(np.linalg.inv(lattice), axis=0)  # |b_a| without 2π, per Å
+    half = np.ceil(radius_a * recip_len * shape).astype(int) + 1
+    out = []
+    for site in s:
+        if site.specie.symbol != "H":
+            continue
+        centre = site.frac_coords * shape
+        lo = np.floor(centre).astype(int) - half
+        ranges = [np.arange(lo[a], lo[a] + 2 * half[a] + 2) for a in range(3)]
+        idx = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
+        dist = np.linalg.norm(((idx - centre) / shape) @ lattice, axis=1)
+        wrapped = idx % shape
+        vals = grid.values[wrapped[:, 0], wrapped[:, 1], wrapped[:, 2]]
+        inside = dist <= radius_a
+        best = np.argmax(np.where(inside, vals, -np.inf)) if inside.any() else np.argmin(dist)
+        out.append(np.ravel_multi_index(tuple(wrapped[best]), grid.shape))
+    return np.array(out, dtype=np.int64)
+
+
+def nearest_atoms(structure: Structure, frac: np.ndarray, n: int = 2) -> list[Atom]:
+    """The ``n`` atoms (periodic images included) nearest to a fractional point."""
+    cart = structure.lattice.get_cartesian_coords(frac)
+    r = 2.0
+    while True:
+        found = structure.get_sites_in_sphere(cart, r)
+        if len(found) >= n or r > 50:
+            break
+        r *= 2
+    found.sort(key=lambda nb: nb.nn_distance)
+    return [Atom(int(nb.index), nb.specie.symbol, round(float(nb.nn_distance), 4)) for nb in found[:n]]
+
+
+def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.005) -> Topology:
+    """Topology of the ELF on ``grid``: φ, φ_1d, φ_2d, φ*, bottlenecks and critical points.
+
+    ``min_persistence`` (ELF units) hides maxima and saddles whose feature lives over a smaller
+    ELF range (grid noise); the sweep itself uses every voxel.
+    """
+    s = grid.structure
+    shape = grid.shape
+    flat = grid.values.ravel()
+    attractors = h_attractors(grid)
+    atoms_at = np.bincount(attractors, minlength=flat.size).astype(np.int32).reshape(shape)
+    result = sweep(grid.values, atoms_at)
+    field_ = FourierField(grid.values, s.lattice.matrix) if refine else None
+    voxel_diag = float(np.linalg.norm(s.lattice.matrix / np.array(shape)[:, None], axis=1).sum())
+    warnings: list[str] = []
+
+    def event(e: int) -> Event | None:
+        v, pa, pb = (int(x) for x in result.events[e])
+        if v < 0:
+            return None
+        kind = "birth" if v == pa == pb else ("loop" if pa == pb else "merge")
+        ijk = np.array(np.unravel_index(v, shape))
+        start = ijk / np.array(shape)
+        cp = None
+        if field_ is not None:
+            cp = field_.refine(start[None], np.array([3 if kind == "birth" else 2]), max_shift_a=voxel_diag)[0]
+            lo, hi = _neighbourhood_range(grid.values, ijk)
+            if cp.refined and not lo - 1e-9 <= cp.value <= hi + 1e-9:
+                cp.refined = False
+        refined = cp is not None and cp.refined
+        frac = cp.frac if refined else start
+        offset = result.event_offsets[e]
+        joins = []
+        if kind != "birth":
+            for peak, image in ((pa, np.zeros(3, int)), (pb, offset)):
+                pf = np.array(np.unravel_index(peak, shape)) / np.array(shape)
+                joins.append(Attractor(_r(pf), _r(s.lattice.get_cartesian_coords(pf + image)), float(flat[peak]),
+                                       [int(x) for x in image], nearest_atoms(s, pf, 1)[0]))
+        return Event(kind, float(cp.value) if refined else float(flat[v]), float(flat[v]), refined, _r(frac),
+                     _r(s.lattice.get_cartesian_coords(frac)), [int(x) for x in ijk], joins, nearest_atoms(s, frac, 2))
+
+    events = {e: event(e) for e in (EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR)}
+    for e, label in ((EVENT_3D, "φ"), (EVENT_H_PAIR, "φ*")):
+        if refine and events[e] is not None and not events[e].refined:
+            warnings.append(f"{label} is the raw grid value: the critical point behind it could not be refined")
+    n_h = len(attractors)
+    return Topology(
+        phi=_value(events[EVENT_3D]),
+        phi_1d=_value(events[EVENT_1D]),
+        phi_2d=_value(events[EVENT_2D]),
+        phi_star=_value(events[EVENT_H_PAIR]),
+        bottleneck=events[EVENT_3D],
+        molecular_bottleneck=events[EVENT_H_PAIR],
+        thresholds_grid={k: (None if ev is None else ev.elf_grid) for k, ev in
+                         (("phi", events[EVENT_3D]), ("phi_1d", events[EVENT_1D]), ("phi_2d", events[EVENT_2D]),
+                          ("phi_star", events[EVENT_H_PAIR]))},
+        h_fraction=n_h / len(s),
+        n_h=n_h,
+        critical_points=_critical_points(grid, result, field_, voxel_diag, min_persistence),
+        warnings=warnings,
+    )
+
+
+def _critical_points(grid: ElfGrid, result, field_, voxel_diag: float, min_persistence: float) -> dict:
+    """Maxima and bond saddles of the sweep with persistence ≥ ``min_persistence``.
+
+    Each join of two pieces is a bond saddle that kills the lower of the two maxima; a join of a piece
+    with its own image in a new direction is a bond saddle too (essential, no persistence). Saddles
+    that close a contractible ring cannot be told from grid squares and are not listed.
+    """
+    flat = grid.values.ravel()
+    shape = grid.shape
+    entries: list[tuple[str, int, float | None]] = [("max", int(np.argmax(flat)), None)]
+    if len(result.merges):
+        saddle, _, die = result.merges.T
+        pers = flat[die] - flat[saddle]
+        keep = pers >= min_persistence
+        entries += [("max", int(d), float(p)) for d, p in zip(die[keep], pers[keep])]
+        entries += [("bond_saddle", int(v), float(p)) for v, p in zip(saddle[keep], pers[keep])]
+    entries += [("bond_saddle", int(v), None) for v in result.loops[:, 0]]
+    counts = {"max": sum(e[0] == "max" for e in entries), "bond_saddle": sum(e[0] == "bond_saddle" for e in entries)}
+    entries.sort(key=lambda e: -(np.inf if e[2] is None else e[2]))
+    listed = entries[:MAX_LISTED]
+    starts = np.array([np.unravel_index(v, shape) for _, v, _ in listed]) / np.array(shape)
+    n_neg = np.array([3 if kind == "max" else 2 for kind, _, _ in listed])
+    cps = field_.refine(starts, n_neg, max_shift_a=voxel_diag) if field_ is not None and len(listed) else None
+    points = []
+    for n, (kind, v, pers) in enumerate(listed):
+        if cps is not None and cps[n].refined:
+            frac, value, refined = cps[n].frac, cps[n].value, True
+        else:
+            frac, value, refined = starts[n], float(flat[v]), False
+        points.append(CriticalPointEntry(kind, _r(frac), float(value), refined, None if pers is None else float(pers)))
+    return {"counts": counts, "min_persistence": min_persistence, "listed": len(points), "points": points}
+
+
+def _neighbourhood_range(values: np.ndarray, ijk: np.ndarray) -> tuple[float, float]:
+    idx = [(ijk[a] + np.arange(-1, 2)) % values.shape[a] for a in range(3)]
+    block = values[np.ix_(*idx)]
+    return float(block.min()), float(block.max())
+
+
+def _value(ev: Event | None) -> float | None:
+    return None if ev is None else ev.elf
+
+
+def _r(x) -> list[float]:
+    return [round(float(v), 6) for v in x]
