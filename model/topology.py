@@ -149,9 +149,8 @@ def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.00
         cp = None
         if field_ is not None:
             cp = field_.refine(start[None], np.array([3 if kind == "birth" else 2]), max_shift_a=voxel_diag)[0]
-            lo, hi = _neighbourhood_range(grid.values, ijk)
-            if cp.refined and not lo - 1e-9 <= cp.value <= hi + 1e-9:
-                cp.refined = False
+            if cp.refined and abs(cp.value - flat[v]) > 2 * _local_step(grid.values, ijk) + 1e-9:
+                cp.refined = False  # Newton found a critical point, but not one this voxel resolves
         refined = cp is not None and cp.refined
         frac = cp.frac if refined else start
         offset = result.event_offsets[e]
@@ -219,10 +218,10 @@ def _critical_points(grid: ElfGrid, result, field_, voxel_diag: float, min_persi
     return {"counts": counts, "min_persistence": min_persistence, "listed": len(points), "points": points}
 
 
-def _neighbourhood_range(values: np.ndarray, ijk: np.ndarray) -> tuple[float, float]:
+def _local_step(values: np.ndarray, ijk: np.ndarray) -> float:
+    """Largest change of the grid values between the voxel ``ijk`` and its 26 neighbours."""
     idx = [(ijk[a] + np.arange(-1, 2)) % values.shape[a] for a in range(3)]
-    block = values[np.ix_(*idx)]
-    return float(block.min()), float(block.max())
+    return float(np.abs(values[np.ix_(*idx)] - values[tuple(ijk)]).max())
 
 
 def _value(ev: Event | None) -> float | None:
