@@ -104,7 +104,7 @@ def read_structure(path: str | Path, fmt: str | None = None, limits: StructureLi
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
-        raise StructureError(str(path), f"cannot be read ({exc.strerror or exc})") from exc
+        raise StructureError(name, f"cannot be read ({exc.strerror or exc})") from exc
     return parse_structure(text, fmt, name, limits)
 
 

@@ -8,6 +8,7 @@ Values are kept exactly as the file holds them (an ELFCAR holds ELF itself, neve
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def read_grid(path: str | Path, fmt: str | None = None, *, rescale_qe: bool = Fa
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         text = raw.decode("utf-8", errors="replace")
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise GridError(name, f"cannot be read ({exc})") from exc
     grid = parse_grid(text, fmt, name)
     if rescale_qe:
@@ -98,7 +99,7 @@ def parse_grid(text: str, fmt: str, name: str = "<grid>") -> ElfGrid:
     except GridError:
         raise
     except (ValueError, IndexError) as exc:
-        raise GridError(name, f"is not a {fmt} file: the header cannot be read ({exc})") from exc
+        raise GridError(name, f"is not a readable {fmt} file: its header cannot be read ({exc})") from exc
     flat = _read_values(lines, data_start, shape, name, allow_more=(fmt == "elfcar"))
     if fmt == "cube":
         values = flat.reshape(shape)
@@ -158,7 +159,7 @@ def _elfcar_header(lines: list[str], name: str):
     try:
         poscar = Poscar.from_str("\n".join(lines[:end]) + "\n")
     except Exception as exc:
-        raise GridError(name, f"is not an ELFCAR file: its structure block cannot be read ({exc})") from exc
+        raise GridError(name, f"is not a readable elfcar file: its structure block cannot be read ({exc})") from exc
     i = end
     while not lines[i].strip():
         i += 1
