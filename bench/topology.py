@@ -159,7 +159,7 @@ def _phi_of_sweep(values: np.ndarray, result) -> tuple[float | None, float | Non
 
 def run_child(size: int, mode: str, field_path: str | None, repeat: int, profile: bool) -> dict:
     from model.sweep import sweep
-    from model.topology import h_attractors, analyze
+    from model.topology import analyze, h_attractors
     from model.volumetric import ElfGrid
 
     structure = make_structure()
@@ -176,17 +176,18 @@ def run_child(size: int, mode: str, field_path: str | None, repeat: int, profile
     if mode == "sweep":
         # what analyze hands the sweep: the H attractor counts (not timed: built before the call)
         atoms_at = np.bincount(h_attractors(grid), minlength=values.size).astype(np.int32).reshape(values.shape)
-        call = lambda: sweep(grid.values, atoms_at)  # noqa: E731
+        call = lambda: sweep(grid.values, atoms_at)
     elif mode == "analyze_norefine":
-        call = lambda: analyze(grid, refine=False)  # noqa: E731
+        call = lambda: analyze(grid, refine=False)
     elif mode == "analyze":
-        call = lambda: analyze(grid)  # noqa: E731
+        call = lambda: analyze(grid)
     else:
         raise SystemExit(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
 
+    load_before = os.getloadavg()[0]
     rss_before = _rss_mb()
     maxrss_before = _maxrss_mb()
-    times = []
+    times, cpu = [], []
     result = None
     prof = None
     for _ in range(repeat):
@@ -195,9 +196,10 @@ def run_child(size: int, mode: str, field_path: str | None, repeat: int, profile
 
             prof = cProfile.Profile()
             prof.enable()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = call()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         if prof is not None:
             prof.disable()
     peak = _maxrss_mb()
@@ -211,9 +213,11 @@ def run_child(size: int, mode: str, field_path: str | None, repeat: int, profile
         n_warn = len(result.warnings)
     out = {
         "size": size, "mode": mode, "seconds": min(times), "all_seconds": times,
+        "cpu_seconds": cpu[int(np.argmin(times))],
         "rss_before_mb": rss_before, "peak_delta_mb": max(0.0, peak - rss_before),
         "maxrss_before_mb": maxrss_before, "warm_up_s": warm_s, "build_s": build_s,
         "phi": phi, "phi_grid": phi_grid, "phi_star": phi_star, "warnings": n_warn,
+        "load_before": load_before, "load_after": os.getloadavg()[0],
     }
     if prof is not None:
         import io
@@ -262,7 +266,8 @@ def main(argv=None) -> int:
           f"smooth cutoff {TAPER_START_A}–{CUTOFF_A} Å, all periodic images")
     print(f"# each (size, mode) in a fresh process; numba/numpy warmed up on a 12³ grid first, so compile "
           f"time is NOT counted; times are best of {args.repeat}")
-    print(f"# python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+    print(f"# python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
+          f"1-min load average at start {os.getloadavg()[0]:.2f} (other processes on the machine skew the times)")
     print(flush=True)
 
     rows = {}
@@ -278,14 +283,15 @@ def main(argv=None) -> int:
             for mode in MODES:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--size", str(n), "--mode", mode,
                        "--field", str(path), "--repeat", str(args.repeat)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
                 if proc.returncode != 0:
                     print(proc.stderr, file=sys.stderr)
                     raise SystemExit(f"child {n}³ {mode} failed (exit {proc.returncode})")
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 rows[(n, mode)] = res
                 print(f"#   {mode:17s} {res['seconds']:8.3f} s  peak ΔRSS {res['peak_delta_mb']:7.1f} MB  "
-                      f"φ = {_fmt(res['phi'])}  (warm-up {res['warm_up_s']:.1f} s, not counted)", flush=True)
+                      f"φ = {_fmt(res['phi'])}  (CPU {res['cpu_seconds']:.3f} s; warm-up {res['warm_up_s']:.1f} s, "
+                      f"not counted; load {res['load_before']:.2f}→{res['load_after']:.2f})", flush=True)
             path.unlink()
 
     print()
@@ -297,6 +303,11 @@ def main(argv=None) -> int:
         target = ("yes" if fu["seconds"] < TARGET_S else "**no**") if v == TARGET_VOXELS else ""
         print(f"| {n}³ | {v:,} | {sw['seconds']:.3f} | {nr['seconds']:.3f} | {fu['seconds']:.3f} | "
               f"{fu['peak_delta_mb']:.1f} | {v / fu['seconds']:,.0f} | {target} |")
+    loads = [r[k] for r in rows.values() for k in ("load_before", "load_after")]
+    print()
+    print(f"1-min load average during the timed calls: {min(loads):.2f}–{max(loads):.2f} on {os.cpu_count()} CPUs "
+          f"(the benchmark itself adds about 1; CPU s well below wall s in the lines above, or a load well above 1, "
+          f"means another process competed for the cores).")
     print()
     print("peak ΔRSS is for the full analyze(); per mode (sweep / no refine / full) and φ of each run:")
     print()

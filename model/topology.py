@@ -135,38 +135,33 @@ def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.00
     attractors = h_attractors(grid)
     atoms_at = np.bincount(attractors, minlength=flat.size).astype(np.int32).reshape(shape)
     result = sweep(grid.values, atoms_at)
-    field_ = FourierField(grid.values, s.lattice.matrix) if refine else None
-    voxel_diag = float(np.linalg.norm(s.lattice.matrix / np.array(shape)[:, None], axis=1).sum())
-    warnings: list[str] = []
 
-    def event(e: int) -> Event | None:
+    event_ids = [e for e in (EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR) if result.events[e, 0] >= 0]
+    kinds = {}
+    for e in event_ids:
+        v, pa, pb = result.events[e]
+        kinds[e] = "birth" if v == pa == pb else ("loop" if pa == pb else "merge")
+    cp_entries, counts = _critical_point_entries(flat, result, min_persistence)
+    voxels = [int(result.events[e, 0]) for e in event_ids] + [v for _, v, _ in cp_entries]
+    n_neg = [3 if kinds[e] == "birth" else 2 for e in event_ids] + [3 if k == "max" else 2 for k, _, _ in cp_entries]
+    points = _refine_voxels(grid, np.array(voxels, dtype=np.int64), np.array(n_neg), refine)
+
+    events: dict[int, Event | None] = dict.fromkeys((EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR))
+    for n, e in enumerate(event_ids):
         v, pa, pb = (int(x) for x in result.events[e])
-        if v < 0:
-            return None
-        kind = "birth" if v == pa == pb else ("loop" if pa == pb else "merge")
-        ijk = np.array(np.unravel_index(v, shape))
-        start = ijk / np.array(shape)
-        cp = None
-        if field_ is not None:
-            cp = field_.refine(start[None], np.array([3 if kind == "birth" else 2]), max_shift_a=voxel_diag)[0]
-            if cp.refined and abs(cp.value - flat[v]) > 2 * _local_step(grid.values, ijk) + 1e-9:
-                cp.refined = False  # Newton found a critical point, but not one this voxel resolves
-        refined = cp is not None and cp.refined
-        frac = cp.frac if refined else start
-        offset = result.event_offsets[e]
+        frac, value, refined = points[n]
         joins = []
-        if kind != "birth":
-            for peak, image in ((pa, np.zeros(3, int)), (pb, offset)):
+        if kinds[e] != "birth":
+            for peak, image in ((pa, np.zeros(3, int)), (pb, result.event_offsets[e])):
                 pf = np.array(np.unravel_index(peak, shape)) / np.array(shape)
                 joins.append(Attractor(_r(pf), _r(s.lattice.get_cartesian_coords(pf + image)), float(flat[peak]),
                                        [int(x) for x in image], nearest_atoms(s, pf, 1)[0]))
-        return Event(kind, float(cp.value) if refined else float(flat[v]), float(flat[v]), refined, _r(frac),
-                     _r(s.lattice.get_cartesian_coords(frac)), [int(x) for x in ijk], joins, nearest_atoms(s, frac, 2))
-
-    events = {e: event(e) for e in (EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR)}
-    for e, label in ((EVENT_3D, "φ"), (EVENT_H_PAIR, "φ*")):
-        if refine and events[e] is not None and not events[e].refined:
-            warnings.append(f"{label} is the raw grid value: the critical point behind it could not be refined")
+        events[e] = Event(kinds[e], value, float(flat[v]), refined, _r(frac), _r(s.lattice.get_cartesian_coords(frac)),
+                          [int(x) for x in np.unravel_index(v, shape)], joins, nearest_atoms(s, frac, 2))
+    warnings = [f"{label} is the raw grid value: the critical point behind it could not be refined"
+                for e, label in ((EVENT_3D, "φ"), (EVENT_H_PAIR, "φ*")) if refine and events[e] and not events[e].refined]
+    listed = [CriticalPointEntry(kind, _r(frac), value, refined, pers)
+              for (kind, _, pers), (frac, value, refined) in zip(cp_entries, points[len(event_ids):])]
     n_h = len(attractors)
     return Topology(
         phi=_value(events[EVENT_3D]),
@@ -180,20 +175,19 @@ def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.00
                           ("phi_star", events[EVENT_H_PAIR]))},
         h_fraction=n_h / len(s),
         n_h=n_h,
-        critical_points=_critical_points(grid, result, field_, voxel_diag, min_persistence),
+        critical_points={"counts": counts, "min_persistence": min_persistence, "listed": len(listed), "points": listed},
         warnings=warnings,
     )
 
 
-def _critical_points(grid: ElfGrid, result, field_, voxel_diag: float, min_persistence: float) -> dict:
-    """Maxima and bond saddles of the sweep with persistence ≥ ``min_persistence``.
+def _critical_point_entries(flat: np.ndarray, result, min_persistence: float):
+    """Maxima and bond saddles of the sweep with persistence ≥ ``min_persistence``: the first
+    ``MAX_LISTED`` as (kind, voxel, persistence), most persistent first, and the counts of all.
 
     Each join of two pieces is a bond saddle that kills the lower of the two maxima; a join of a piece
     with its own image in a new direction is a bond saddle too (essential, no persistence). Saddles
     that close a contractible ring cannot be told from grid squares and are not listed.
     """
-    flat = grid.values.ravel()
-    shape = grid.shape
     entries: list[tuple[str, int, float | None]] = [("max", int(np.argmax(flat)), None)]
     if len(result.merges):
         saddle, _, die = result.merges.T
@@ -204,18 +198,29 @@ def _critical_points(grid: ElfGrid, result, field_, voxel_diag: float, min_persi
     entries += [("bond_saddle", int(v), None) for v in result.loops[:, 0]]
     counts = {"max": sum(e[0] == "max" for e in entries), "bond_saddle": sum(e[0] == "bond_saddle" for e in entries)}
     entries.sort(key=lambda e: -(np.inf if e[2] is None else e[2]))
-    listed = entries[:MAX_LISTED]
-    starts = np.array([np.unravel_index(v, shape) for _, v, _ in listed]) / np.array(shape)
-    n_neg = np.array([3 if kind == "max" else 2 for kind, _, _ in listed])
-    cps = field_.refine(starts, n_neg, max_shift_a=voxel_diag) if field_ is not None and len(listed) else None
-    points = []
-    for n, (kind, v, pers) in enumerate(listed):
-        if cps is not None and cps[n].refined:
-            frac, value, refined = cps[n].frac, cps[n].value, True
+    return entries[:MAX_LISTED], counts
+
+
+def _refine_voxels(grid: ElfGrid, voxels: np.ndarray, n_negative: np.ndarray, refine: bool):
+    """(frac, value, refined) for each flat voxel index: the critical point of the Fourier interpolant
+    that Newton reaches from the voxel, or the voxel itself when refinement is off or fails."""
+    shape = np.array(grid.shape)
+    starts = np.array([np.unravel_index(v, grid.shape) for v in voxels]).reshape(-1, 3) / shape
+    start_values = grid.values.ravel()[voxels]
+    if not refine or not len(voxels):
+        return [(f, float(v), False) for f, v in zip(starts, start_values)]
+    lattice = grid.structure.lattice.matrix
+    voxel_diag = float(np.linalg.norm(lattice / shape[:, None], axis=1).sum())
+    cps = FourierField(grid.values, lattice).refine(starts, start_values, n_negative, max_shift_a=voxel_diag)
+    out = []
+    for v, start, cp in zip(voxels, starts, cps):
+        ijk = np.array(np.unravel_index(v, grid.shape))
+        # Newton may reach a critical point that this voxel does not resolve (further than one step away in ELF)
+        if cp.refined and abs(cp.value - grid.values[tuple(ijk)]) <= 2 * _local_step(grid.values, ijk) + 1e-9:
+            out.append((cp.frac, cp.value, True))
         else:
-            frac, value, refined = starts[n], float(flat[v]), False
-        points.append(CriticalPointEntry(kind, _r(frac), float(value), refined, None if pers is None else float(pers)))
-    return {"counts": counts, "min_persistence": min_persistence, "listed": len(points), "points": points}
+            out.append((start, float(grid.values[tuple(ijk)]), False))
+    return out
 
 
 def _local_step(values: np.ndarray, ijk: np.ndarray) -> float:
