@@ -1,17 +1,35 @@
 """The ``elfscreen`` command line. Every subcommand calls the same ``model`` functions as the API.
 
-JSON goes to stdout; messages to stderr. Exit 0 on success, 2 when an input is unusable (the
-message names the file and the problem, and stdout holds the result schema's error object).
+JSON goes to stdout; messages and progress to stderr. Exit 0 on success, 2 when an input is unusable
+(the message names the input and the problem; stdout holds the result schema's error object).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
 from model import __version__
 from model.errors import InputError
 from model.tc import TC_MODELS
+
+
+def _add_result_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hdos", type=float, help="H share of the DOS at the Fermi level (default 1 for pure H; assumed 1 otherwise)")
+    p.add_argument("--tc-model", choices=sorted(TC_MODELS), default="belli2021", help="Tc relation (default belli2021)")
+    p.add_argument("--no-refine", action="store_true", help="report raw grid values, no sub-voxel refinement")
+    p.add_argument("--min-persistence", type=float, default=0.005, help="hide critical points of smaller ELF persistence")
+
+
+def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--spacing", type=float, default=0.1, help="grid spacing in Å (default 0.1)")
+    g.add_argument("--grid", type=int, nargs=3, metavar=("N1", "N2", "N3"), help="predict on exactly this grid")
+    p.add_argument("--model", help="ELF model checkpoint (default: the one shipped with elfscreen)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when present)")
+    p.add_argument("--format", choices=["cif", "poscar", "extxyz", "res"], help="structure format (default: from the name)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,25 +44,116 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--example", metavar="NAME", help="analyse a shipped example grid (see `elfscreen examples`)")
     t.add_argument("--format", choices=["cube", "elfcar"], help="file format (default: from the file name)")
     t.add_argument("--rescale-qe", action="store_true", help="rescale ELF written by Quantum ESPRESSO 6.8–7.5")
-    t.add_argument("--hdos", type=float, help="H share of the DOS at the Fermi level (default 1 for pure H; assumed 1 otherwise)")
-    t.add_argument("--tc-model", choices=sorted(TC_MODELS), default="belli2021", help="Tc relation (default belli2021)")
-    t.add_argument("--no-refine", action="store_true", help="report raw grid values, no sub-voxel refinement")
-    t.add_argument("--min-persistence", type=float, default=0.005, help="hide critical points of smaller ELF persistence")
+    _add_result_options(t)
     t.add_argument("--indent", type=int, default=2, help="JSON indent (0: one line)")
+
+    pr = sub.add_parser("predict", help="predict the ELF of a structure on a grid and write it (cube or ELFCAR)",
+                        description="Predict the ELF from geometry alone and write it as a cube or ELFCAR file.")
+    pr.add_argument("structure", help="structure file (CIF, POSCAR/CONTCAR, extxyz, AIRSS .res)")
+    pr.add_argument("--out", required=True, help="output grid file: *.cube, *ELFCAR* (add .gz to compress)")
+    pr.add_argument("--spread-out", help="also write the per-point ensemble spread to this grid file")
+    _add_grid_options(pr)
+
+    sc = sub.add_parser("screen", help="predict the ELF of structures and print φ, φ*, Tc (one JSON line each)",
+                        description="Screen structures: predicted ELF → topology → Tc, one JSON object per line.")
+    sc.add_argument("structures", nargs="+", help="structure files")
+    _add_grid_options(sc)
+    _add_result_options(sc)
 
     sub.add_parser("examples", help="list the example ELF grids shipped with elfscreen")
     return p
 
 
-def _topology(args) -> dict:
+def _check_hdos(args) -> None:
+    if getattr(args, "hdos", None) is not None and not 0 < args.hdos <= 1:
+        raise InputError("--hdos", f"must lie in (0, 1], got {args.hdos}")
+
+
+def _result_options(args) -> dict:
+    return {"h_dos": args.hdos, "tc_model": args.tc_model, "refine": not args.no_refine,
+            "min_persistence": args.min_persistence}
+
+
+def _grid_options(args) -> dict:
+    if args.grid is not None:
+        return {"shape": tuple(args.grid)}
+    if args.spacing <= 0:
+        raise InputError("--spacing", f"must be positive, got {args.spacing}")
+    return {"spacing_a": args.spacing}
+
+
+def _topology(args) -> int:
     from model.pipeline import example_path, topology_from_file
 
-    if args.hdos is not None and not 0 < args.hdos <= 1:
-        raise InputError("--hdos", f"must lie in (0, 1], got {args.hdos}")
+    _check_hdos(args)
     path = example_path(args.example) if args.example else args.file
-    result = topology_from_file(path, args.format, rescale_qe=args.rescale_qe, h_dos=args.hdos,
-                                tc_model=args.tc_model, refine=not args.no_refine, min_persistence=args.min_persistence)
-    return result.model_dump(mode="json")
+    result = topology_from_file(path, args.format, rescale_qe=args.rescale_qe, **_result_options(args))
+    _print(result.model_dump(mode="json"), args.indent)
+    return 0
+
+
+def _predict(args) -> int:
+    from model.pipeline import load_model
+    from model.predict import predict_grid
+    from model.structures import read_structure
+    from model.volumetric import ElfGrid, write_grid
+
+    structure = read_structure(args.structure, args.format)
+    model = load_model(args.model, args.device)
+    name = Path(args.structure).name
+    start = time.perf_counter()
+    pred = predict_grid(structure, model, device=args.device, name=name, **_grid_options(args))
+    out = write_grid(pred.grid, args.out, fmt=_grid_format(args.out))
+    summary = {"name": name, "out": str(out), "grid": list(pred.grid.shape), "device": pred.device,
+               "model_version": model.model_version, "members": len(model.members),
+               "timings_s": {**{k: round(v, 4) for k, v in pred.timings_s.items()}, "total": round(time.perf_counter() - start, 4)}}
+    if args.spread_out:
+        summary["spread_out"] = str(write_grid(ElfGrid(structure, pred.spread.astype(float), name), args.spread_out,
+                                               fmt=_grid_format(args.spread_out)))
+    _print(summary, 0)
+    return 0
+
+
+def _grid_format(path: str) -> str:
+    from model.volumetric import guess_grid_format
+
+    try:
+        return guess_grid_format(path)
+    except InputError:
+        raise InputError(path, "output must end in .cube or name an ELFCAR (optionally .gz)") from None
+
+
+def _screen(args) -> int:
+    from model.pipeline import load_model, screen_file
+
+    _check_hdos(args)
+    options = {**_grid_options(args), **_result_options(args)}
+    model = load_model(args.model, args.device)
+    failed = 0
+    total = len(args.structures)
+    for n, path in enumerate(args.structures, 1):
+        if total > 1:
+            print(f"\r[{n}/{total}] {Path(path).name[:60]:<60}", end="", file=sys.stderr, flush=True)
+        try:
+            out = screen_file(path, model, args.format, device=args.device, **options).model_dump(mode="json")
+        except InputError as err:
+            failed += 1
+            print(f"\nelfscreen: error: {err}", file=sys.stderr)
+            out = err.to_dict()
+        _print(out, 0)
+    if total > 1:
+        print(f"\rscreened {total - failed} of {total} structures{' ' * 50}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _print(obj: dict, indent: int) -> None:
+    try:
+        print(json.dumps(obj, indent=indent or None, ensure_ascii=False), flush=True)
+    except BrokenPipeError:  # e.g. `elfscreen … | head`
+        sys.stderr.close()
+
+
+COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,16 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{example_path(name)}")
         return 0
     try:
-        out = _topology(args)
+        return COMMANDS[args.command](args)
     except InputError as err:
         print(f"elfscreen: error: {err}", file=sys.stderr)
-        print(json.dumps(err.to_dict()))
+        _print(err.to_dict(), 0)
         return 2
-    try:
-        print(json.dumps(out, indent=args.indent or None, ensure_ascii=False))
-    except BrokenPipeError:  # e.g. `elfscreen topology … | head`
-        sys.stderr.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,9 +5,13 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 
-from model.errors import GridError
+from model.errors import GridError, InputError
+from model.network import CheckpointError, ElfModel
+from model.predict import DEFAULT_SPACING_A, predict_grid
 from model.result import GridInfo, ScreeningResult, build_result
+from model.structures import read_structure
 from model.tc import estimate_tc
 from model.topology import analyze
 from model.volumetric import ElfGrid, guess_grid_format, read_grid
@@ -30,7 +34,8 @@ def examples() -> list[str]:
 
 def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_model: str = "belli2021",
                   refine: bool = True, min_persistence: float = 0.005, rescaled_qe: bool = False,
-                  timings_s: dict[str, float] | None = None) -> ScreeningResult:
+                  timings_s: dict[str, float] | None = None, warnings: list[str] = (),
+                  uncertainty: dict | None = None, model: ElfModel | None = None, device: str = "cpu") -> ScreeningResult:
     """Topology, Tc and provenance of an ELF grid (values must be ELF, in [0, 1])."""
     lo, hi = float(grid.values.min()), float(grid.values.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
@@ -40,7 +45,7 @@ def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_
     topo = analyze(grid, refine=refine, min_persistence=min_persistence)
     timings["topology"] = time.perf_counter() - start
     tc = estimate_tc(topo.phi, topo.h_fraction, h_dos, tc_model, topo.phi_star)
-    warnings = []
+    warnings = list(warnings)
     if topo.n_h == 0:
         warnings.append("the structure holds no hydrogen: φ* and H_f are not meaningful")
     spacing = grid.spacing_a
@@ -50,7 +55,9 @@ def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_
     info = GridInfo(shape=list(grid.shape), spacing_a=[round(s, 6) for s in spacing], source=source, rescaled_qe=rescaled_qe)
     options = {"connectivity": 6, "refine": refine, "interpolant": "fourier" if refine else None,
                "min_persistence": min_persistence, "attractor_radius_bohr": 0.7}
-    return build_result(grid.name, grid.structure, topo, tc, info, timings, options, warnings)
+    return build_result(grid.name, grid.structure, topo, tc, info, timings, options, warnings, uncertainty=uncertainty,
+                        model_version=None if model is None else model.model_version,
+                        descriptor=None if model is None else model.descriptor.to_dict(), device=device)
 
 
 def topology_from_file(path: str | Path, fmt: str | None = None, *, rescale_qe: bool = False, **options) -> ScreeningResult:
@@ -63,3 +70,77 @@ def topology_from_file(path: str | Path, fmt: str | None = None, *, rescale_qe: 
 
 
 __all__ = ["example_path", "examples", "grid_topology", "topology_from_file"]
+
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "elf-h.pt"
+
+
+class NoModelError(InputError):
+    """No trained ELF model is installed or the one named cannot be used."""
+
+    code = "no_model"
+
+
+def load_model(path: str | Path | None = None, device: str | None = None) -> ElfModel:
+    """The ELF model at ``path``, or the one shipped in ``model/weights/``."""
+    path = Path(path) if path else WEIGHTS_DIR / DEFAULT_MODEL
+    if not path.exists():
+        if path.parent == WEIGHTS_DIR:
+            raise NoModelError(path.name, "no trained ELF model is installed with elfscreen yet; pass --model CHECKPOINT "
+                               "(`elfscreen topology` works on DFT ELF files without one)")
+        raise NoModelError(path.name, "checkpoint file not found")
+    try:
+        return ElfModel.load(path, device=device or "cpu")
+    except CheckpointError as exc:
+        raise NoModelError(path.name, str(exc).split(": ", 1)[-1]) from exc
+
+
+def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float = DEFAULT_SPACING_A,
+                     device: str | None = None, h_dos: float | None = None, tc_model: str = "belli2021",
+                     refine: bool = True, min_persistence: float = 0.005, timings_s: dict | None = None) -> ScreeningResult:
+    """Predict the ELF of ``structure`` and screen it: φ, φ*, Tc, ensemble uncertainty, provenance."""
+    pred = predict_grid(structure, model, shape=shape, spacing_a=spacing_a, device=device, name=name)
+    timings = {**(timings_s or {}), **pred.timings_s}
+    warnings = _model_warnings(structure, model)
+    uncertainty = None
+    if len(model.members) > 1:
+        phis, tcs = [], []
+        for member in pred.members:
+            topo = analyze(ElfGrid(structure, member.astype(np.float64), name), refine=refine, min_persistence=min_persistence)
+            phis.append(np.nan if topo.phi is None else topo.phi)
+            raw = estimate_tc(topo.phi, topo.h_fraction, h_dos, tc_model, topo.phi_star).raw_k
+            tcs.append(np.nan if raw is None else raw)
+        uncertainty = {"phi_std": float(np.nanstd(phis)), "tc_std_k": float(np.nanstd(tcs)),
+                       "elf_std_mean": float(pred.spread.mean()), "members": len(model.members)}
+    return grid_topology(pred.grid, source="predicted", h_dos=h_dos, tc_model=tc_model, refine=refine,
+                         min_persistence=min_persistence, timings_s=timings, warnings=warnings,
+                         uncertainty=uncertainty, model=model, device=pred.device)
+
+
+def screen_file(path: str | Path, model: ElfModel, fmt: str | None = None, **options) -> ScreeningResult:
+    """Read and validate a structure file, then :func:`screen_structure` it."""
+    start = time.perf_counter()
+    structure = read_structure(path, fmt)
+    return screen_structure(structure, Path(path).name, model, timings_s={"parse": time.perf_counter() - start}, **options)
+
+
+def _model_warnings(structure, model: ElfModel) -> list[str]:
+    out = []
+    others = sorted({s.specie.symbol for s in structure} - set(model.descriptor.species))
+    if others:
+        out.append(f"species {', '.join(others)} are ignored by the descriptor (it sees {', '.join(model.descriptor.species)} only)")
+    rng = model.meta.get("training_range", {})
+    vpa = structure.volume / len(structure)
+    lo, hi = rng.get("volume_per_atom_a3", (None, None))
+    if lo is not None and not lo <= vpa <= hi:
+        out.append(f"density {vpa:.2f} Å³/atom is outside the training range {lo:.2f}–{hi:.2f} Å³/atom")
+    min_hh = rng.get("min_hh_a")
+    h = [i for i, s in enumerate(structure) if s.specie.symbol == "H"]
+    if min_hh is not None and len(h) > 0:
+        sub = structure.copy()
+        sub.remove_sites([i for i in range(len(structure)) if i not in h])
+        centres, _, _, dist = sub.get_neighbor_list(r=min_hh)
+        if len(dist):
+            out.append(f"H–H distance {dist.min():.3f} Å is shorter than any in the training data ({min_hh:.3f} Å)")
+    return out

@@ -85,7 +85,7 @@ def spacegroup_symbol(structure: Structure) -> str:
 
 def build_result(name: str, structure: Structure, topology: Topology, tc: TcEstimate, grid: GridInfo,
                  timings_s: dict[str, float], topology_options: dict[str, Any], warnings: list[str] = (),
-                 model_version: str | None = None, descriptor: dict | None = None, device: str = "cpu") -> ScreeningResult:
+                 uncertainty: dict[str, float] | None = None, model_version: str | None = None, descriptor: dict | None = None, device: str = "cpu") -> ScreeningResult:
     """Assemble the result object from the pieces the pipeline computed."""
     cps = topology.critical_points
     return ScreeningResult(
@@ -104,6 +104,7 @@ def build_result(name: str, structure: Structure, topology: Topology, tc: TcEsti
         h_dos=HDos(value=tc.h_dos, assumed=tc.h_dos_assumed),
         phi_dos=tc.phi_dos,
         tc=Tc(model=tc.model, formula=tc.formula, value_k=tc.value_k, raw_k=tc.raw_k, note=tc.note),
+        uncertainty=uncertainty,
         bottleneck=None if topology.bottleneck is None else asdict(topology.bottleneck),
         molecular_bottleneck=None if topology.molecular_bottleneck is None else asdict(topology.molecular_bottleneck),
         critical_points={**cps, "points": [asdict(p) for p in cps["points"]]},
