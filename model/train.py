@@ -1,0 +1,180 @@
+"""Training the ELF network: sampling, structure-level splits, the paper's recipe, an ensemble.
+
+Recipe (the paper's, ``../shared/notes/descriptor-spec.md``): MLP 165→128→128→1 (SiLU, sigmoid),
+SmoothL1/Huber loss with β = 0.03, AdamW (lr 3e-4, weight decay 1e-6), batch 4096, 80 epochs, fixed
+seeds; features standardised with the training set's mean and population std (std = √(var + 1e-12)).
+
+Sampling: per structure, grid points are drawn roughly uniformly in ELF: the ELF range [0, 1] is cut
+into ``N_BINS`` = 20 bins of width 0.05 and up to ``points_per_structure / N_BINS`` points are drawn
+from each bin (all of a bin's points when it holds fewer), so the rare intermediate ELF values that
+decide φ are not drowned by the common low and high ones.
+
+Splits are by structure: a structure's id decides its side (hash of the id), never its points.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+from model.descriptor import PAPER_V1, DescriptorParams, describe
+from model.network import ElfModel, ElfNet
+from model.volumetric import ElfGrid
+
+N_BINS = 20
+
+
+@dataclass
+class Entry:
+    """One training structure: its id, structure and DFT ELF grid, and what the manifest says of it."""
+
+    id: str
+    structure: Structure
+    grid: ElfGrid
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    members: int = 5
+    epochs: int = 80
+    batch_size: int = 4096
+    lr: float = 3e-4
+    weight_decay: float = 1e-6
+    huber_beta: float = 0.03
+    points_per_structure: int = 2000
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    hidden: tuple[int, ...] = (128, 128)
+
+
+def split_of(entry_id: str, validation_fraction: float, test_fraction: float) -> str:
+    """``train``, ``validation`` or ``test`` for a structure id, from a hash of the id alone."""
+    u = int(hashlib.sha256(entry_id.encode()).hexdigest()[:12], 16) / 16**12
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + validation_fraction:
+        return "validation"
+    return "train"
+
+
+def sample_points(values: np.ndarray, n_points: int, rng: np.random.Generator) -> np.ndarray:
+    """Flat grid indices drawn roughly uniformly in ELF (``N_BINS`` equal bins over [0, 1])."""
+    flat = values.ravel()
+    bins = np.minimum((flat * N_BINS).astype(int), N_BINS - 1)
+    per_bin = max(1, n_points // N_BINS)
+    picked = []
+    for b in range(N_BINS):
+        members = np.flatnonzero(bins == b)
+        if len(members) > per_bin:
+            members = rng.choice(members, per_bin, replace=False)
+        picked.append(members)
+    return np.sort(np.concatenate(picked))
+
+
+def point_set(entries: Sequence[Entry], n_points: int, params: DescriptorParams, seed: int):
+    """Features (float32) and ELF targets at sampled points of every entry, and each point's entry index."""
+    feats, targets, owner = [], [], []
+    for k, e in enumerate(entries):
+        rng = np.random.default_rng([seed, int(hashlib.sha256(e.id.encode()).hexdigest()[:8], 16)])
+        idx = sample_points(e.grid.values, n_points, rng)
+        ijk = np.stack(np.unravel_index(idx, e.grid.shape), -1)
+        feats.append(describe(e.structure, ijk / np.array(e.grid.shape), params))
+        targets.append(e.grid.values.ravel()[idx].astype(np.float32))
+        owner.append(np.full(len(idx), k))
+    return np.concatenate(feats), np.concatenate(targets), np.concatenate(owner)
+
+
+def point_metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
+    """MAE, RMSE, identity R² (1 − SS_res/SS_tot) and correlated R² (squared Pearson r)."""
+    pred, ref = np.asarray(pred, float), np.asarray(ref, float)
+    err = pred - ref
+    ss_tot = float(((ref - ref.mean()) ** 2).sum())
+    r = np.corrcoef(pred, ref)[0, 1] if len(ref) > 1 and pred.std() > 0 and ref.std() > 0 else np.nan
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
+            "r2_identity": float(1 - (err**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
+            "r2_correlated": float(r**2), "n_points": int(len(ref))}
+
+
+def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params: DescriptorParams = PAPER_V1,
+          model_version: str = "dev", data_identity: str | None = None,
+          log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)) -> ElfModel:
+    """Train an ensemble on ``entries`` and return it with its metrics and splits in ``meta``."""
+    sides = {e.id: split_of(e.id, config.validation_fraction, config.test_fraction) for e in entries}
+    train_e = [e for e in entries if sides[e.id] == "train"]
+    held_e = [e for e in entries if sides[e.id] != "train"]
+    if not train_e:
+        raise ValueError("no structure falls on the training side; give more structures")
+    t0 = time.perf_counter()
+    log(f"describing {len(train_e)} training and {len(held_e)} held-out structures …")
+    x_tr, y_tr, _ = point_set(train_e, config.points_per_structure, params, config.seed)
+    mean = torch.as_tensor(x_tr.mean(0), dtype=torch.float32)
+    std = torch.as_tensor(np.sqrt(x_tr.var(0) + 1e-12), dtype=torch.float32)
+    x_tr_t = (torch.as_tensor(x_tr) - mean) / std
+    y_tr_t = torch.as_tensor(y_tr)
+    if held_e:
+        x_ho, y_ho, owner_ho = point_set(held_e, config.points_per_structure, params, config.seed)
+        x_ho_t = (torch.as_tensor(x_ho) - mean) / std
+    log(f"{len(y_tr)} training points ({time.perf_counter() - t0:.1f} s)")
+    members = []
+    for m in range(config.members):
+        torch.manual_seed(config.seed + m)
+        net = ElfNet(params.n_features, config.hidden)
+        opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        loss_fn = torch.nn.SmoothL1Loss(beta=config.huber_beta)
+        gen = torch.Generator().manual_seed(config.seed + 1000 + m)
+        for epoch in range(config.epochs):
+            perm = torch.randperm(len(y_tr_t), generator=gen)
+            total = 0.0
+            net.train()
+            for s in range(0, len(perm), config.batch_size):
+                b = perm[s : s + config.batch_size]
+                opt.zero_grad()
+                loss = loss_fn(net(x_tr_t[b]), y_tr_t[b])
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(b)
+            if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == config.epochs:
+                msg = f"member {m + 1}/{config.members} epoch {epoch + 1}/{config.epochs} loss {total / len(perm):.5f}"
+                if held_e:
+                    with torch.no_grad():
+                        net.eval()
+                        msg += f" held-out MAE {float((net(x_ho_t) - torch.as_tensor(y_ho)).abs().mean()):.4f}"
+                log(msg)
+        members.append(net.eval())
+    model = ElfModel(params, mean, std, members, model_version)
+    meta = {
+        "data_identity": data_identity,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
+        "sampling": f"{N_BINS} equal ELF bins over [0, 1], up to {config.points_per_structure // N_BINS} points per bin per structure",
+        "splits": {side: sorted(i for i, s in sides.items() if s == side) for side in ("train", "validation", "test")},
+        "training_range": training_range(train_e),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    if held_e:
+        pred = model.predict(torch.as_tensor(x_ho))[0].numpy()
+        meta["metrics_held_out_points"] = point_metrics(pred, y_ho)
+        meta["metrics_held_out_points"]["structures"] = len(held_e)
+    model.meta = meta
+    return model
+
+
+def training_range(entries: Sequence[Entry]) -> dict:
+    """Density range (Å³/atom) and shortest H–H distance (Å) of the training structures."""
+    vpa = [e.structure.volume / len(e.structure) for e in entries]
+    min_hh = []
+    for e in entries:
+        h = e.structure.copy()
+        h.remove_species([sp for sp in h.composition.elements if sp.symbol != "H"])
+        _, _, _, d = h.get_neighbor_list(r=1.5)
+        if len(d):
+            min_hh.append(float(d.min()))
+    return {"volume_per_atom_a3": [float(min(vpa)), float(max(vpa))],
+            "min_hh_a": float(min(min_hh)) if min_hh else None}

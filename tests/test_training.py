@@ -1,0 +1,85 @@
+"""Training and evaluation on a tiny dataset of analytic ELF-like fields."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from model.evaluate import evaluate
+from model.network import ElfModel
+from model.train import N_BINS, Entry, TrainConfig, point_set, sample_points, split_of, train
+from model.volumetric import ElfGrid
+from reference import elf_like_grid
+
+
+def make_entries(n: int) -> list[Entry]:
+    out = []
+    for k in range(n):
+        rng = np.random.default_rng(k)
+        lattice = Lattice.from_parameters(*rng.uniform(2.6, 3.4, 3), *rng.uniform(80, 100, 3))
+        frac = rng.random((4, 3))
+        s = Structure(lattice, ["H"] * 4, frac)
+        shape = tuple(int(np.ceil(x / 0.2)) for x in lattice.abc)
+        out.append(Entry(f"s{k:03d}", s, ElfGrid(s, elf_like_grid(lattice.matrix, frac, shape), f"s{k}"), {"kind": "test"}))
+    return out
+
+
+def test_split_is_by_structure_and_stable():
+    ids = [f"x{i}" for i in range(500)]
+    sides = [split_of(i, 0.1, 0.1) for i in ids]
+    assert sides == [split_of(i, 0.1, 0.1) for i in ids]
+    share = {s: sides.count(s) / len(ids) for s in ("train", "validation", "test")}
+    assert 0.7 < share["train"] < 0.9 and 0.05 < share["test"] < 0.15
+
+
+def test_sampling_is_roughly_uniform_in_elf():
+    values = np.random.default_rng(0).beta(0.3, 0.3, size=(30, 30, 30))  # most mass near 0 and 1
+    idx = sample_points(values, 2000, np.random.default_rng(1))
+    counts = np.bincount(np.minimum((values.ravel()[idx] * N_BINS).astype(int), N_BINS - 1), minlength=N_BINS)
+    assert counts.max() <= 2000 // N_BINS and counts.min() >= 0.5 * counts.max()
+    assert len(np.unique(idx)) == len(idx)
+
+
+def test_training_lowers_the_loss_and_round_trips(tmp_path):
+    entries = make_entries(12)
+    logs = []
+    model = train(entries, TrainConfig(members=2, epochs=30, batch_size=256, points_per_structure=300),
+                  model_version="tiny", log=logs.append)
+    losses = [float(line.split("loss ")[1].split()[0]) for line in logs if line.startswith("member 1/2")]
+    assert losses[-1] < 0.5 * losses[0]
+    splits = model.meta["splits"]
+    assert not set(splits["train"]) & (set(splits["validation"]) | set(splits["test"]))
+    assert sorted(sum(splits.values(), [])) == sorted(e.id for e in entries)
+    held = [e for e in entries if e.id not in splits["train"]]
+    x, y, owner = point_set(held, 300, model.descriptor, 0)
+    assert {held[k].id for k in np.unique(owner)} <= set(splits["validation"]) | set(splits["test"])
+    path = model.save(tmp_path / "tiny.pt")
+    loaded = ElfModel.load(path, model.descriptor)
+    assert torch.equal(loaded.predict(torch.as_tensor(x))[0], model.predict(torch.as_tensor(x))[0])
+    assert loaded.meta["training_range"]["min_hh_a"] > 0
+    assert model.meta["metrics_held_out_points"]["mae"] < 0.1
+
+
+def test_evaluate_writes_report_and_plots(tmp_path):
+    entries = make_entries(3)
+    model = ElfModel.untrained()
+    report = evaluate(model, entries, tmp_path)
+    rows = report["structures"]
+    assert len(rows) == 3 and all(r["phi_dft"] is not None and r["phi_ml"] is not None for r in rows)
+    assert json.loads((tmp_path / "report.json").read_text())["summary"]["all"]["structures"] == 3
+    for name in ("parity.png", "error_vs_elf.png", "phi_parity.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+@pytest.mark.parametrize("pred, ref, r2", [([0.1, 0.5, 0.9], [0.1, 0.5, 0.9], 1.0)])
+def test_point_metrics_exact(pred, ref, r2):
+    from model.train import point_metrics
+
+    m = point_metrics(np.array(pred), np.array(ref))
+    assert m["mae"] == 0 and m["r2_identity"] == r2 and m["r2_correlated"] == pytest.approx(1.0)
+    shifted = point_metrics(np.array(pred) + 0.1, np.array(ref))
+    assert shifted["r2_correlated"] == pytest.approx(1.0) and shifted["r2_identity"] < 1
