@@ -1,6 +1,7 @@
 """From an input to a :class:`~model.result.ScreeningResult`: the one path the CLI, API and workers share."""
 from __future__ import annotations
 
+import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -83,8 +84,8 @@ class NoModelError(InputError):
 
 
 def load_model(path: str | Path | None = None, device: str | None = None) -> ElfModel:
-    """The ELF model at ``path``, or the one shipped in ``model/weights/``."""
-    path = Path(path) if path else WEIGHTS_DIR / DEFAULT_MODEL
+    """The ELF model at ``path``, else at ``$ELFSCREEN_MODEL``, else the one shipped in ``model/weights/``."""
+    path = Path(path or os.environ.get("ELFSCREEN_MODEL") or WEIGHTS_DIR / DEFAULT_MODEL)
     if not path.exists():
         if path.parent == WEIGHTS_DIR:
             raise NoModelError(path.name, "no trained ELF model is installed with elfscreen yet; pass --model CHECKPOINT "
