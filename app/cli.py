@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_grid_options(sc)
     _add_result_options(sc)
 
+    sv = sub.add_parser("serve", help="run the HTTP screening service (in-process jobs, or Celery when ELFSCREEN_BROKER_URL is set)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+
     sub.add_parser("examples", help="list the example ELF grids shipped with elfscreen")
     return p
 
@@ -146,6 +150,13 @@ def _screen(args) -> int:
     return 2 if failed else 0
 
 
+def _serve(args) -> int:
+    from app.server import serve
+
+    serve(args.host, args.port)
+    return 0
+
+
 def _print(obj: dict, indent: int) -> None:
     try:
         print(json.dumps(obj, indent=indent or None, ensure_ascii=False), flush=True)
@@ -153,7 +164,7 @@ def _print(obj: dict, indent: int) -> None:
         sys.stderr.close()
 
 
-COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen}
+COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serve": _serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 
 from model.errors import GridError, InputError
 from model.network import CheckpointError, ElfModel
-from model.predict import DEFAULT_SPACING_A, predict_grid
+from model.predict import DEFAULT_SPACING_A, Prediction, predict_grid
 from model.result import GridInfo, ScreeningResult, build_result
 from model.structures import read_structure
 from model.tc import estimate_tc
@@ -98,10 +98,17 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Elf
 
 
 def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float = DEFAULT_SPACING_A,
-                     device: str | None = None, h_dos: float | None = None, tc_model: str = "belli2021",
-                     refine: bool = True, min_persistence: float = 0.005, timings_s: dict | None = None) -> ScreeningResult:
-    """Predict the ELF of ``structure`` and screen it: φ, φ*, Tc, ensemble uncertainty, provenance."""
+                     device: str | None = None, timings_s: dict | None = None, **options) -> ScreeningResult:
+    """Predict the ELF of ``structure`` and screen it: φ, φ*, Tc, ensemble uncertainty, provenance.
+    ``options`` are those of :func:`screen_prediction`."""
     pred = predict_grid(structure, model, shape=shape, spacing_a=spacing_a, device=device, name=name)
+    return screen_prediction(pred, model, timings_s=timings_s, **options)
+
+
+def screen_prediction(pred: Prediction, model: ElfModel, *, h_dos: float | None = None, tc_model: str = "belli2021",
+                      refine: bool = True, min_persistence: float = 0.005, timings_s: dict | None = None) -> ScreeningResult:
+    """Screen a predicted grid (from :func:`~model.predict.predict_grid` with ``model``)."""
+    structure, name = pred.grid.structure, pred.grid.name
     timings = {**(timings_s or {}), **pred.timings_s}
     warnings = _model_warnings(structure, model)
     uncertainty = None

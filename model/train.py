@@ -140,7 +140,7 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
                 loss = loss_fn(net(x_tr_t[b]), y_tr_t[b])
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(b)
+                total += loss.item() * len(b)
             if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == config.epochs:
                 msg = f"member {m + 1}/{config.members} epoch {epoch + 1}/{config.epochs} loss {total / len(perm):.5f}"
                 if held_e:

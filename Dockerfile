@@ -1,0 +1,30 @@
+# elfscreen service image: the API (`elfscreen serve`) and the Celery
+# worker share it.
+#   CPU (default):  docker build -t elfscreen:cpu .
+#   CUDA:           docker build --build-arg VARIANT=cu128 -t elfscreen:cuda .
+# VARIANT picks the PyTorch wheel index (cpu, or a CUDA build such as cu126/cu128; the wheels bring
+# their CUDA libraries, the host needs the NVIDIA driver and container toolkit).
+# Mount a trained checkpoint and point ELFSCREEN_MODEL at it (none ships yet).
+ARG PYTHON=3.11
+FROM python:${PYTHON}-slim
+
+ARG VARIANT=cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
+RUN python -m venv /opt/venv \
+    && pip install --no-cache-dir --index-url https://download.pytorch.org/whl/${VARIANT} torch==2.13.0
+WORKDIR /srv/elfscreen
+COPY pyproject.toml README.md ./
+COPY model ./model
+COPY app ./app
+COPY worker ./worker
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 1000 --home-dir /data elfscreen \
+    && mkdir -p /data && chown elfscreen /data
+USER elfscreen
+WORKDIR /data
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+# the API; the worker services run `celery -A worker.celery_app worker …` instead
+CMD ["elfscreen", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,155 @@
+"""Throughput and per-job overhead of the screening service: embedded, and Celery with 1 and 2 workers.
+
+    python bench/service.py [--jobs 40] [--spacing 0.4] [--modes embedded,celery1,celery2]
+                            [--broker redis://127.0.0.1:6379/0] [--db postgresql://postgres@127.0.0.1:5432/postgres]
+
+Each mode starts the real processes (``elfscreen serve``, ``celery … worker``), warms them up with a
+small batch, then times one batch of distinct structures from the POST to the last finished job.
+
+* jobs/hour: jobs / wall time.
+* overhead per job (ms): wall time × worker processes / jobs − mean time inside ``screen_structure``:
+  what a worker slot spends on anything but the science (HTTP, validation, store writes, queueing,
+  parsing again in the worker). With 2 workers on a small machine the pipeline itself slows down
+  (shared cores), which this does not count as overhead.
+* in-worker overhead (ms): mean (finished − started) − pipeline time, from the store.
+Target: overhead ≤ 20 ms per job. Small grids (coarse ``--spacing``) make the overhead visible.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import sqlalchemy as sa
+from pymatgen.core import Lattice, Structure
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.store import Store, jobs  # noqa: E402
+from model.network import ElfModel  # noqa: E402
+
+
+def crystals(n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` distinct 4-H cells as (name, POSCAR text); distinct so the cache never answers."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        s = Structure(Lattice.tetragonal(2.5 + 0.01 * len(out), 2.8), ["H"] * 4, rng.random((4, 3)))
+        if s.get_neighbor_list(r=0.7)[3].size == 0:
+            out.append((f"b{seed}_{len(out):04d}", s.to(fmt="poscar")))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_batch(base: str, items: list[tuple[str, str]], spacing: float) -> tuple[str, float, float]:
+    """POST one batch and wait for it; (batch id, seconds to answer the POST, seconds until finished)."""
+    body = {"structures": [{"name": n, "format": "poscar", "content": c} for n, c in items],
+            "options": {"spacing_a": spacing}}
+    t0 = time.perf_counter()
+    r = httpx.post(f"{base}/v1/screenings", json=body, timeout=300)
+    r.raise_for_status()
+    posted = time.perf_counter() - t0
+    batch_id = r.json()["batch_id"]
+    while True:
+        b = httpx.get(f"{base}/v1/batches/{batch_id}", params={"limit": 1}, timeout=60).json()
+        if b["finished"]:
+            break
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    if b["counts"]["done"] != len(items):
+        raise SystemExit(f"batch ended with {b['counts']}")
+    return batch_id, posted, wall
+
+
+def measure(mode: str, args, env: dict, folder: Path) -> dict:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    db_url = args.db if mode != "embedded" and args.db else f"sqlite:///{folder / (mode + '.db')}"
+    env = {**env, "ELFSCREEN_DB_URL": db_url}
+    procs, workers = [], 1
+    if mode.startswith("celery"):
+        workers = int(mode[-1])
+        queue = f"bench-{uuid.uuid4().hex[:6]}"
+        env.update(ELFSCREEN_BROKER_URL=args.broker, ELFSCREEN_QUEUE=queue)
+        procs.append(start([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue,
+                            "-c", str(workers), "--without-gossip", "--without-mingle", "--without-heartbeat",
+                            "-l", "WARNING"], env, folder / f"{mode}-worker.log"))
+    procs.append(start([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env, folder / f"{mode}-api.log"))
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        run_batch(base, crystals(2 * workers, seed=uuid.uuid4().int % 10**6), args.spacing)  # warm-up: imports, numba, model
+        batch_id, posted, wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
+        store = Store(db_url)
+        with store.engine.connect() as c:
+            rows = c.execute(sa.select(jobs.c.pipeline_s, jobs.c.started_at, jobs.c.finished_at)
+                             .where(jobs.c.batch_id == batch_id)).all()
+        store.engine.dispose()
+        pipeline = float(np.mean([r.pipeline_s for r in rows]))
+        in_worker = float(np.mean([r.finished_at - r.started_at - r.pipeline_s for r in rows]))
+        return {"mode": mode, "workers": workers, "jobs": args.jobs, "wall_s": wall,
+                "jobs_per_hour": args.jobs / wall * 3600, "pipeline_ms": pipeline * 1e3,
+                "overhead_ms": (wall * workers / args.jobs - pipeline) * 1e3, "in_worker_ms": in_worker * 1e3,
+                "submit_ms": posted / args.jobs * 1e3}
+    finally:
+        for p in procs:
+            stop(p)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--jobs", type=int, default=40)
+    p.add_argument("--spacing", type=float, default=0.4, help="grid spacing in Å (coarse: overhead dominates)")
+    p.add_argument("--modes", default="embedded,celery1,celery2")
+    p.add_argument("--broker", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--db", default=None, help="store URL for the Celery modes (default: SQLite in a temp folder)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ckpt = folder / "bench.pt"
+        ElfModel.untrained(n_members=2).save(ckpt)
+        env = {**os.environ, "ELFSCREEN_MODEL": str(ckpt), "ELFSCREEN_SWEEP_EVERY_S": "5"}
+        print(f"{'mode':<10}{'jobs':>6}{'wall s':>9}{'jobs/h':>10}{'pipeline ms':>13}{'overhead ms':>13}"
+              f"{'in-worker ms':>14}{'submit ms':>11}", flush=True)
+        for mode in args.modes.split(","):
+            r = measure(mode, args, env, folder)
+            print(f"{r['mode']:<10}{r['jobs']:>6}{r['wall_s']:>9.1f}{r['jobs_per_hour']:>10.0f}{r['pipeline_ms']:>13.1f}"
+                  f"{r['overhead_ms']:>13.1f}{r['in_worker_ms']:>14.1f}{r['submit_ms']:>11.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The service with Celery workers (real subprocesses), Redis and PostgreSQL: results, and faults —
+a worker killed with SIGKILL mid-batch and a Redis restart mid-batch — after which every job still
+finishes exactly once in the store."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from app.api import create_app
+from app.config import Settings
+from model.pipeline import load_model, screen_structure
+from model.structures import parse_structure
+from test_service_common import (OPTIONS, SPACING, as_files, comparable, make_checkpoint, many_structures, structures,
+                                 wait_for)
+
+ROOT = Path(__file__).resolve().parents[1]
+PG = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+LEASE_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A fresh PostgreSQL database for this module, dropped afterwards."""
+    name = f"elfscreen_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class RedisServer:
+    """A redis-server of this test on a free port, which it may kill and restart (no persistence)."""
+
+    def __init__(self, folder: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.folder, self.proc = folder, None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.folder)], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: _pings(client), bool, 10, 0.05)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+def _pings(client) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+class Worker:
+    """``celery -A worker.celery_app worker`` as a subprocess in its own process group."""
+
+    def __init__(self, broker: str, db_url: str, queue: str, log: Path, concurrency: int = 1):
+        env = {**os.environ, "ELFSCREEN_BROKER_URL": broker, "ELFSCREEN_DB_URL": db_url, "ELFSCREEN_LEASE_S": str(LEASE_S)}
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue, "-c", str(concurrency),
+             "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-n", f"{log.stem}@%h", "-l", "INFO"],
+            cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+def api(broker: str, db_url: str, queue: str) -> TestClient:
+    settings = Settings(db_url=db_url, broker_url=broker, queue=queue, lease_s=LEASE_S, sweep_every_s=0.5)
+    return TestClient(create_app(settings))
+
+
+def finished(client, batch_id, timeout_s=150):
+    return wait_for(lambda: client.get(f"/v1/batches/{batch_id}").json(), lambda b: b["finished"], timeout_s, 0.3)
+
+
+def submit(client, structs) -> dict:
+    body = {"structures": [{"name": n, "format": "poscar", "content": s.to(fmt="poscar")} for n, s in structs.items()],
+            "options": OPTIONS}
+    r = client.post("/v1/screenings", json=body)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def assert_exactly_once(client, batch):
+    store = client.app.state.store
+    assert batch["counts"]["done"] == batch["total"], batch["counts"]
+    for job in batch["jobs"]:
+        events = store.event_counts(job["id"])
+        assert events.get("done") == 1 and "failed" not in events, (job["name"], events)
+
+
+def test_celery_worker_redis_postgres_end_to_end(checkpoint, pg_url, tmp_path):
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    broker = "redis://127.0.0.1:6379/0"
+    worker = Worker(broker, pg_url, queue, tmp_path / "w-e2e.log", concurrency=2)
+    try:
+        with api(broker, pg_url, queue) as client:
+            files = as_files(structures())
+            r = client.post("/v1/screenings", files=[("files", (n, t)) for n, t in files.items()],
+                            data={"options": json.dumps(OPTIONS)})
+            assert r.status_code == 202, r.text
+            batch = finished(client, r.json()["batch_id"])
+            assert batch["counts"]["done"] == 3, (batch["counts"], (tmp_path / "w-e2e.log").read_text()[-3000:])
+            model = load_model()
+            for job in batch["jobs"]:
+                fmt = "cif" if job["name"].endswith(".cif") else "poscar"
+                direct = screen_structure(parse_structure(files[job["name"]], fmt, job["name"]), job["name"], model,
+                                          spacing_a=SPACING)
+                assert comparable(job["result"]) == comparable(direct.model_dump(mode="json"))
+            ready = client.get("/readyz").json()
+            assert ready["checks"]["dispatcher"]["mode"] == "celery"
+            again = client.post("/v1/screenings", files=[("files", (n, t)) for n, t in files.items()],
+                                data={"options": json.dumps(OPTIONS)}).json()
+            assert all(j["cached"] and j["status"] == "done" for j in again["jobs"])
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory):
+    if shutil.which("redis-server") is None:
+        pytest.skip("the fault tests start their own redis-server, which is not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
+
+
+def test_worker_killed_mid_batch_every_job_finishes_once(checkpoint, pg_url, own_redis, tmp_path):
+    queue = "cpu"
+    first = Worker(own_redis.url, pg_url, queue, tmp_path / "w-killed.log")
+    second = None
+    try:
+        with api(own_redis.url, pg_url, queue) as client:
+            batch = submit(client, many_structures(6, seed=21))
+            # kill the worker while it runs a job, after it finished at least one
+            mid = wait_for(lambda: client.get(f"/v1/batches/{batch['batch_id']}").json(),
+                           lambda b: b["counts"]["done"] >= 1 and b["counts"]["running"] == 1, 150, 0.1)
+            assert mid["counts"]["running"] == 1, (mid["counts"], (tmp_path / "w-killed.log").read_text()[-3000:])
+            first.kill9()
+            second = Worker(own_redis.url, pg_url, queue, tmp_path / "w-second.log")
+            done = finished(client, batch["batch_id"])
+            assert_exactly_once(client, done)
+            assert max(j["attempts"] for j in done["jobs"]) == 2  # the killed job ran again, once
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+
+def test_redis_restart_mid_batch_every_job_finishes_once(checkpoint, pg_url, own_redis, tmp_path):
+    queue = "cpu"
+    worker = Worker(own_redis.url, pg_url, queue, tmp_path / "w-restart.log")
+    try:
+        with api(own_redis.url, pg_url, queue) as client:
+            batch = submit(client, many_structures(6, seed=31))
+            mid = wait_for(lambda: client.get(f"/v1/batches/{batch['batch_id']}").json(),
+                           lambda b: b["counts"]["done"] >= 1, 150, 0.1)
+            assert mid["counts"]["queued"] >= 2, mid["counts"]  # messages that only Redis held
+            own_redis.kill()  # the queue in Redis is gone with it
+            time.sleep(1.0)
+            own_redis.start()
+            done = finished(client, batch["batch_id"])
+            assert_exactly_once(client, done)
+    finally:
+        worker.stop()

@@ -1,0 +1,216 @@
+"""The HTTP API in embedded mode (in-process pool, SQLite store): end to end, cache, limits, access."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from pymatgen.core import Lattice, Structure
+
+from app.api import create_app
+from app.config import Settings
+from model.pipeline import load_model, screen_structure
+from model.structures import parse_structure
+from model.volumetric import parse_grid
+from test_service_common import OPTIONS, SPACING, as_files, comparable, make_checkpoint, structures, wait_for
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("model"))
+
+
+def client_for(tmp_path, **overrides) -> TestClient:
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'jobs.db'}", sweep_every_s=0.5, **overrides)
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture(scope="module")
+def client(checkpoint, tmp_path_factory):
+    with client_for(tmp_path_factory.mktemp("store"), embedded_workers=2, max_grid_points=500_000) as c:
+        yield c
+
+
+def finished(client, batch_id):
+    return wait_for(lambda: client.get(f"/v1/batches/{batch_id}").json(), lambda b: b["finished"], 180)
+
+
+def test_multipart_batch_of_cif_and_poscar_equals_the_pipeline(client, checkpoint):
+    files = as_files(structures())
+    r = client.post("/v1/screenings", files=[("files", (name, text)) for name, text in files.items()],
+                    data={"options": json.dumps(OPTIONS)})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert [j["name"] for j in body["jobs"]] == list(files) and all(j["status"] == "queued" for j in body["jobs"])
+    batch = finished(client, body["batch_id"])
+    assert batch["counts"] == {"queued": 0, "running": 0, "done": 3, "failed": 0} and batch["progress"] == 1.0
+
+    model = load_model()
+    for job in batch["jobs"]:
+        fmt = "cif" if job["name"].endswith(".cif") else "poscar"
+        direct = screen_structure(parse_structure(files[job["name"]], fmt, job["name"]), job["name"], model,
+                                  spacing_a=SPACING).model_dump(mode="json")
+        assert comparable(job["result"]) == comparable(direct)
+        assert job["result"]["provenance"]["model_version"] == "service-test" and job["attempts"] == 1
+        one = client.get(f"/v1/screenings/{job['id']}").json()
+        assert one["status"] == "done" and one["result"]["phi"] == job["result"]["phi"] and not one["cached"]
+
+
+def test_json_submission_kept_grid_and_cache_in_another_setting(client):
+    s = structures()["h4_tet"]
+    poscar = s.to(fmt="poscar")
+    r = client.post("/v1/screenings", json={"structures": [{"name": "tet", "format": "poscar", "content": poscar}],
+                                            "options": {**OPTIONS, "keep_grid": True, "tc_model": "sr2"}})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["jobs"][0]["id"]
+    job = wait_for(lambda: client.get(f"/v1/screenings/{job_id}").json(), lambda j: j["status"] == "done")
+    assert job["result"]["tc"]["model"] == "sr2" and job["grid_available"]
+    cube = client.get(f"/v1/screenings/{job_id}/elf.cube")
+    assert cube.status_code == 200
+    grid = parse_grid(cube.text, "cube", "tet")
+    assert list(grid.shape) == job["result"]["grid"]["shape"]
+
+    # the same crystal, origin shifted and axes permuted, written as CIF: answered from the cache at once
+    moved = s.copy()
+    moved.translate_sites(range(len(moved)), [0.31, 0.12, 0.57])
+    moved.make_supercell([[0, 1, 0], [0, 0, 1], [1, 0, 0]])
+    r = client.post("/v1/screenings", json={"structures": [{"name": "tet-moved.cif", "content": moved.to(fmt="cif")}],
+                                            "options": {**OPTIONS, "keep_grid": True, "tc_model": "sr2"}})
+    again = r.json()["jobs"][0]
+    assert again["status"] == "done" and again["cached"]
+    cached = client.get(f"/v1/screenings/{again['id']}").json()
+    assert cached["cached_from"] == job_id and cached["result"]["name"] == "tet-moved.cif"
+    assert cached["result"]["phi"] == job["result"]["phi"]
+    assert client.get(f"/v1/screenings/{again['id']}/elf.cube").status_code == 200
+
+    # other options are another computation
+    r = client.post("/v1/screenings", json={"structures": [{"name": "tet", "format": "poscar", "content": poscar}],
+                                            "options": {**OPTIONS, "tc_model": "sr2", "refine": False}})
+    assert not r.json()["jobs"][0]["cached"]
+
+
+def test_listing_filters_and_pages(client):
+    page = client.get("/v1/screenings", params={"status": "done", "limit": 2}).json()
+    assert len(page["items"]) == 2 and page["total"] >= 4 and page["items"][0]["result"] is None
+    rest = client.get("/v1/screenings", params={"status": "done", "limit": 2, "offset": 2, "with_results": True}).json()
+    assert {i["id"] for i in rest["items"]}.isdisjoint(i["id"] for i in page["items"])
+    assert all(i["result"] for i in rest["items"])
+    assert client.get("/v1/screenings", params={"name": "tet-moved.cif"}).json()["total"] == 1
+
+
+BAD = {
+    "malformed": ("broken.cif", "data_x\n_cell_length_a 3\nthis is not a cif\n", 422, "broken.cif"),
+    "no hydrogen": ("nacl.cif", Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="cif"),
+                    422, "contains no hydrogen"),
+    "unknown format": ("notes.txt", "H\n", 422, "cannot tell the structure format"),
+    "too many atoms": ("big.cif", Structure(Lattice.cubic(30.0), ["H"] * 600,
+                                            [[(i % 10) / 10, (i // 10 % 10) / 10, (i // 100) / 10] for i in range(600)])
+                       .to(fmt="cif"), 422, "has 600 atoms; the limit is 500"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_structures_get_4xx_naming_file_and_problem(client, case):
+    name, text, status, words = BAD[case]
+    good = as_files(structures())
+    files = [("files", (name, text))] + [("files", (n, t)) for n, t in good.items()]
+    before = client.get("/v1/screenings").json()["total"]
+    r = client.post("/v1/screenings", files=files, data={"options": json.dumps(OPTIONS)})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["input"] == name and name in err["message"] and words in err["message"]
+    assert client.get("/v1/screenings").json()["total"] == before  # nothing of a refused request is stored
+
+
+def test_request_errors_are_json_never_tracebacks(client):
+    poscar = structures()["cah4"].to(fmt="poscar")
+    one = {"name": "x", "format": "poscar", "content": poscar}
+    cases = [
+        ({"structures": []}, 422, "structures"),
+        ({"structures": [{"name": "x", "format": "poscar"}]}, 422, "content"),
+        ({"structures": [one], "options": {"spacing_a": -1}}, 422, "spacing_a"),
+        ({"structures": [one], "options": {"tc_model": "nope"}}, 422, "tc_model"),
+        ({"structures": [one], "options": {"spacing_a": 0.03}}, 413, "grid"),
+    ]
+    for body, status, words in cases:
+        r = client.post("/v1/screenings", json=body)
+        assert r.status_code == status, (body, r.text)
+        assert words in r.json()["error"]["message"], r.text
+    r = client.post("/v1/screenings", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    r = client.post("/v1/screenings", content=b"x", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    r = client.post("/v1/screenings", files=[("files", ("x.cif", b"\xff\xfe\x00binary"))])
+    assert r.status_code == 422 and "x.cif" in r.json()["error"]["message"]
+    r = client.get("/v1/screenings/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert client.get("/v1/batches/nope").status_code == 404
+
+
+def test_gzipped_upload_is_read(client):
+    poscar = structures()["cah4"].to(fmt="poscar")
+    r = client.post("/v1/screenings", files=[("files", ("POSCAR", gzip.compress(poscar.encode())))],
+                    data={"options": json.dumps(OPTIONS)})
+    assert r.status_code == 202, r.text
+
+
+def test_limits_keys_and_rate(tmp_path, checkpoint):
+    poscar = structures()["cah4"].to(fmt="poscar")
+    one = {"name": "x", "format": "poscar", "content": poscar}
+    with client_for(tmp_path, api_keys=frozenset({"k1"}), rate_limit_per_min=2, max_structures=2,
+                    max_upload_bytes=20_000) as c:
+        assert c.post("/v1/screenings", json={"structures": [one]}).status_code == 401
+        assert c.post("/v1/screenings", json={"structures": [one]}, headers={"X-API-Key": "bad"}).status_code == 401
+        key = {"X-API-Key": "k1"}
+        r = c.post("/v1/screenings", json={"structures": [one] * 3}, headers=key)
+        assert r.status_code == 413 and "limit is 2" in r.json()["error"]["message"]
+        r = c.post("/v1/screenings", json={"structures": [{**one, "content": poscar * 100}]}, headers=key)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+        r = c.post("/v1/screenings", json={"structures": [one]}, headers={"Authorization": "Bearer k1"})
+        assert r.status_code == 202, r.text
+        r = c.post("/v1/screenings", json={"structures": [one]}, headers=key)
+        assert r.status_code == 429 and "Retry-After" in r.headers  # the 413 and the 202 used both tokens
+        assert c.get(f"/v1/screenings/{'0' * 32}", headers=key).status_code == 404
+        assert c.get("/healthz").json()["status"] == "ok"
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["dispatcher"]["mode"] == "embedded"
+        metrics = c.get("/metrics").text
+        assert 'elfscreen_jobs{status="queued"}' in metrics and "elfscreen_http_requests_total" in metrics
+
+
+def test_openapi_is_served(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/screenings"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(body)
+    assert "ScreeningResult" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_callback_is_posted_once_when_the_batch_finishes(client):
+    import http.server
+    import threading
+
+    received = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        structs = structures()
+        body = {"structures": [{"name": n, "format": "poscar", "content": s.to(fmt="poscar")} for n, s in structs.items()],
+                "options": {**OPTIONS, "min_persistence": 0.01}, "callback_url": f"http://127.0.0.1:{server.server_port}/hook"}
+        batch_id = client.post("/v1/screenings", json=body).json()["batch_id"]
+        batch = wait_for(lambda: client.get(f"/v1/batches/{batch_id}").json(), lambda b: b["callback_state"] == "sent")
+        assert batch["callback_state"] == "sent" and len(received) == 1
+        assert received[0]["batch_id"] == batch_id and [j["status"] for j in received[0]["jobs"]] == ["done"] * 3
+    finally:
+        server.shutdown()

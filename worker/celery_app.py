@@ -1,0 +1,43 @@
+"""The Celery application: Redis broker, one message per job (its id), results in the job store.
+
+Start a worker with ``celery -A worker.celery_app worker -Q cpu`` (or ``-Q gpu`` with
+``ELFSCREEN_DEVICE=cuda`` and ``--concurrency 1``). Delivery is at-least-once: a message is acknowledged
+only after its job ran (``acks_late``), and given back when the worker process dies
+(``reject_on_worker_lost``); the store's claim makes a second delivery harmless.
+"""
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from app.config import Settings
+
+TASK_NAME = "elfscreen.screen"
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings`` (the API's publisher and the worker share it)."""
+    app = Celery("elfscreen", broker=settings.broker_url or DEFAULT_BROKER, include=["worker.tasks"])
+    app.conf.update(
+        task_queues=[Queue("cpu"), Queue("gpu")],
+        task_default_queue="cpu",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,  # results live in the job store
+        task_serializer="json",
+        accept_content=["json"],
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=settings.task_time_limit_s * 0.95,
+        # Redis redelivers an unacknowledged message after this; longer than any job, else it would run twice
+        broker_transport_options={"visibility_timeout": int(settings.task_time_limit_s) + 600},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker outlives a Redis restart
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+app = make_app(Settings.from_env())

@@ -1,0 +1,45 @@
+"""The one Celery task: run a stored job through ``model.pipeline`` (via :func:`app.jobs.run_job`).
+
+Each worker process loads the ELF model once, when it starts, and keeps one store connection pool.
+Only transient failures are retried (the job store unreachable); a bad structure or model fails its
+job with the validation message and is not retried.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+
+from celery.signals import worker_process_init
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from app.config import Settings
+from app.jobs import get_model, run_job
+from app.store import Store
+from model.errors import InputError
+from worker.celery_app import TASK_NAME, app
+
+log = logging.getLogger("elfscreen.worker")
+SETTINGS = Settings.from_env()
+
+
+@lru_cache(maxsize=1)
+def store() -> Store:
+    """This process's store (created after the fork, never shared with the parent)."""
+    return Store(SETTINGS.db_url)
+
+
+@worker_process_init.connect
+def _load_model(**_) -> None:
+    try:
+        get_model(SETTINGS.device)
+        store()
+    except InputError as err:  # no model installed: every job will fail with this message
+        log.error("%s", err)
+
+
+@app.task(name=TASK_NAME, bind=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=True,
+          retry_backoff_max=60, max_retries=10)
+def screen(self, job_id: str) -> str | None:
+    """Screen the stored job ``job_id``; returns its final status (None: a duplicate delivery)."""
+    return run_job(store(), job_id, SETTINGS, worker=f"{self.request.hostname}:{os.getpid()}")
