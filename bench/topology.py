@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import maxrss_mb, rss_mb, timed  # noqa: E402
 
 N_ATOMS = 64
 VOLUME_PER_ATOM_A3 = 2.5
@@ -123,15 +124,6 @@ def make_field(structure, n: int, slab: int = 16) -> np.ndarray:
 # one timed run (child process)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
 def _warm_up(structure) -> float:
     """Compile/load the numba sweep and touch every code path of analyze on a tiny grid."""
     from model.sweep import sweep
@@ -185,24 +177,10 @@ def run_child(size: int, mode: str, field_path: str | None, repeat: int, profile
         raise SystemExit(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
 
     load_before = os.getloadavg()[0]
-    rss_before = _rss_mb()
-    maxrss_before = _maxrss_mb()
-    times, cpu = [], []
-    result = None
-    prof = None
-    for _ in range(repeat):
-        if profile:
-            import cProfile
-
-            prof = cProfile.Profile()
-            prof.enable()
-        t0, c0 = time.perf_counter(), time.process_time()
-        result = call()
-        times.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-        if prof is not None:
-            prof.disable()
-    peak = _maxrss_mb()
+    rss_before = rss_mb()
+    maxrss_before = maxrss_mb()
+    result, times, cpu, prof = timed(call, repeat, profile)
+    peak = maxrss_mb()
 
     if mode == "sweep":
         phi, phi_star = _phi_of_sweep(grid.values, result)

@@ -9,13 +9,16 @@ Lengths in Å, points in fractional coordinates of ``structure.lattice``.
 
 Computation: points are grouped into small spatial cells; a k-d tree over the periodic images of the H
 atoms gives each group its candidate neighbours (so the cost grows with neighbours, not with
-atoms × points), and each chunk of groups becomes one batched tensor computation in PyTorch, on the
-CPU or on CUDA. Chunks are sized to a memory cap, so no grid is ever held whole as features.
+atoms × points); each chunk of points becomes a few batched tensor operations in PyTorch, on the CPU
+or on CUDA. Y_lm is not evaluated per pair: the radial functions are contracted with the monomials of
+the unit vector, Σ_i g_n(r_i)·mono(r̂_i), and a constant matrix turns monomials into real harmonics.
+Chunks are sized to a memory cap, so no grid is ever held whole as features.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -110,16 +113,56 @@ def _images(structure: Structure, species: tuple[str, ...], reach_a: float) -> n
     return ((sites[None, :, :] + shifts[:, None, :]).reshape(-1, 3)) @ lattice
 
 
+@lru_cache(maxsize=None)
+def _monomials(l_max: int) -> tuple[tuple[int, int, int], ...]:
+    """Exponents (a, b, c) of x^a·y^b·z^c, homogeneous of degree l, for l = 0 … l_max."""
+    return tuple((a, b, l - a - b) for l in range(l_max + 1) for a in range(l, -1, -1) for b in range(l - a, -1, -1))
+
+
+@lru_cache(maxsize=None)
+def _harmonics_from_monomials(l_max: int) -> np.ndarray:
+    """W (n_monomials, (l_max+1)²) with Y_lm(u) = monomials(u) @ W for unit u, Y_l built from the
+    degree-l monomials only. Exact (a homogeneous polynomial is fixed by its values on the sphere), and
+    u = 0 (an atom on the point) gives Y_l>0 = 0 by itself."""
+    mons = _monomials(l_max)
+    u = np.random.default_rng(0).normal(size=(400, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    y = real_spherical_harmonics(torch.as_tensor(u), l_max).numpy()
+    m = np.stack([u[:, 0] ** a * u[:, 1] ** b * u[:, 2] ** c for a, b, c in mons], axis=1)
+    w = np.zeros((len(mons), (l_max + 1) ** 2))
+    for l in range(l_max + 1):
+        rows = [i for i, e in enumerate(mons) if sum(e) == l]
+        w[rows, l * l : (l + 1) ** 2] = np.linalg.lstsq(m[:, rows], y[:, l * l : (l + 1) ** 2], rcond=None)[0]
+    return w
+
+
+def _monomial_planes(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_max: int) -> torch.Tensor:
+    """(p, n_monomials, K) from the unit-vector components, each (p, K)."""
+    powers = [[None, v] for v in (x, y, z)]
+    for v in powers:
+        for _ in range(2, l_max + 1):
+            v.append(v[-1] * v[1])
+    out = []
+    for exps in _monomials(l_max):
+        factors = [powers[axis][e] for axis, e in enumerate(exps) if e]
+        term = factors[0] if factors else torch.ones_like(x)
+        for f in factors[1:]:
+            term = term * f
+        out.append(term)
+    return torch.stack(out, dim=1)
+
+
 def iter_describe(structure: Structure, frac_points: np.ndarray, params: DescriptorParams = PAPER_V1,
                   device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-                  max_chunk_mb: float = 256.0) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+                  max_chunk_mb: float = 256.0, chunk_points: int = 2048) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield ``(indices, features)`` chunks covering every point once: ``features`` (len(indices),
-    n_features) is a tensor on ``device`` for ``frac_points[indices]``. Memory per chunk stays near
-    ``max_chunk_mb``."""
+    n_features) is a tensor on ``device`` for ``frac_points[indices]``. Chunks hold at most
+    ``chunk_points`` points and stay near ``max_chunk_mb`` of working memory."""
     dev = pick_device(str(device) if device is not None else None)
     frac = np.asarray(frac_points, dtype=float).reshape(-1, 3) % 1.0
-    lattice = structure.lattice.matrix
-    cart = frac @ lattice
+    if not len(frac):
+        return
+    cart = frac @ structure.lattice.matrix
     rc = params.r_cut_a
     # group points into small cells (Å), sorted so each group is contiguous
     cell = np.floor(cart / GROUP_A).astype(np.int64)
@@ -129,66 +172,54 @@ def iter_describe(structure: Structure, frac_points: np.ndarray, params: Descrip
     order = np.argsort(key, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(key[order]) != 0])
     sizes = np.diff(np.r_[starts, len(order)])
-    lo = np.minimum.reduceat(cart[order], starts, axis=0)
-    hi = np.maximum.reduceat(cart[order], starts, axis=0)
-    centres = (lo + hi) / 2
-    radii = np.linalg.norm(hi - lo, axis=1) / 2
+    sorted_cart = cart[order]
+    lo = np.minimum.reduceat(sorted_cart, starts, axis=0)
+    hi = np.maximum.reduceat(sorted_cart, starts, axis=0)
+    centres, radii = (lo + hi) / 2, np.linalg.norm(hi - lo, axis=1) / 2
+    # candidate atoms of each group: every image within r_cut of some point of the group
     atoms = _images(structure, params.species, rc + GROUP_A * math.sqrt(3))
-    tree = cKDTree(atoms) if len(atoms) else None
-    neighbours = tree.query_ball_point(centres, radii + rc) if tree is not None else [[] for _ in centres]
-    n_nb = np.array([len(nb) for nb in neighbours])
+    n_atoms = len(atoms)
+    far = 10.0 * rc + float(np.abs(cart).max()) + 1.0
+    atoms = np.vstack([atoms, [[far, far, far]]])  # index n_atoms pads neighbour lists, out of reach
+    lists = cKDTree(atoms[:n_atoms]).query_ball_point(centres, radii + rc) if n_atoms else [[] for _ in centres]
+    counts = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    neighbours = np.full((len(lists), max(1, int(counts.max()))), n_atoms, dtype=np.int64)
+    if counts.sum():
+        rows = np.repeat(np.arange(len(lists)), counts)
+        cols = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        neighbours[rows, cols] = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
 
-    mu = torch.linspace(0.0, rc, params.n_radial, dtype=dtype, device=dev)
-    triu = torch.triu_indices(params.n_radial, params.n_radial, device=dev)
-    far = 10.0 * rc + float(np.abs(cart).max(initial=0.0)) + 1.0
-    bytes_per_pair = (3 + 2 * params.n_radial + 2 * (params.l_max + 1) ** 2 + 8) * torch.finfo(dtype).bits // 8
-    g = 0
-    while g < len(starts):
-        # take groups while the padded pair tensor fits the memory cap
-        h, p_max, k_max = g, 0, 1
-        while h < len(starts):
-            p2, k2 = max(p_max, sizes[h]), max(k_max, n_nb[h])
-            if h > g and (h + 1 - g) * p2 * k2 * bytes_per_pair > max_chunk_mb * 2**20:
-                break
-            p_max, k_max, h = p2, k2, h + 1
-        n_groups = h - g
-        pts = np.zeros((n_groups, p_max, 3))
-        valid = np.zeros((n_groups, p_max), dtype=bool)
-        nbr = np.full((n_groups, k_max, 3), far)
-        for q in range(n_groups):
-            idx = order[starts[g + q] : starts[g + q] + sizes[g + q]]
-            pts[q, : len(idx)] = cart[idx]
-            valid[q, : len(idx)] = True
-            if n_nb[g + q]:
-                nbr[q, : n_nb[g + q]] = atoms[neighbours[g + q]]
-        feats = _power_spectrum(torch.as_tensor(pts, dtype=dtype, device=dev), torch.as_tensor(nbr, dtype=dtype, device=dev),
-                                params, mu, triu)
-        mask = torch.as_tensor(valid.ravel(), device=dev)
-        idx = np.concatenate([order[starts[g + q] : starts[g + q] + sizes[g + q]] for q in range(n_groups)])
-        yield idx, feats.reshape(-1, params.n_features)[mask]
-        g = h
-
-
-def _power_spectrum(pts: torch.Tensor, nbr: torch.Tensor, params: DescriptorParams, mu: torch.Tensor,
-                    triu: torch.Tensor) -> torch.Tensor:
-    """Features (G, P, n_features) for points (G, P, 3) and their groups' candidate atoms (G, K, 3)."""
-    rc = params.r_cut_a
-    d = nbr[:, None, :, :] - pts[:, :, None, :]  # (G, P, K, 3)
-    r = torch.linalg.vector_norm(d, dim=-1)
-    cutoff = torch.where(r <= rc, 0.5 * (torch.cos(math.pi / rc * r) + 1.0), torch.zeros_like(r))
-    radial = torch.exp(-((r[..., None] - mu) ** 2) / (2 * params.sigma**2)) * cutoff[..., None]  # (G, P, K, n)
-    near = r < 1e-8  # an atom on the point contributes to l = 0 only
-    unit = d / torch.where(near, torch.ones_like(r), r)[..., None]
-    ylm = real_spherical_harmonics(unit, params.l_max)
-    if params.l_max > 0:
-        ylm[..., 1:] = torch.where(near[..., None], torch.zeros_like(ylm[..., 1:]), ylm[..., 1:])
-    g, p, k, n = radial.shape
-    c = torch.bmm(radial.reshape(g * p, k, n).transpose(1, 2), ylm.reshape(g * p, k, -1))  # (GP, n, (l+1)²)
-    blocks = []
-    for l in range(params.l_max + 1):
-        cl = c[:, :, l * l : (l + 1) * (l + 1)]
-        blocks.append(torch.bmm(cl, cl.transpose(1, 2))[:, triu[0], triu[1]])
-    return torch.cat(blocks, dim=1).reshape(g, p, -1)
+    group_of = torch.as_tensor(np.repeat(np.arange(len(starts)), sizes), device=dev)
+    atoms_t = torch.as_tensor(atoms.T.copy(), dtype=dtype, device=dev)  # (3, n_atoms + 1)
+    points_t = torch.as_tensor(sorted_cart.T.copy(), dtype=dtype, device=dev)  # (3, n_points)
+    neighbours_t = torch.as_tensor(neighbours, device=dev)
+    counts_t = torch.as_tensor(counts, device=dev)
+    mu = torch.linspace(0.0, rc, params.n_radial, dtype=dtype, device=dev)[None, :, None]
+    to_harmonics = torch.as_tensor(_harmonics_from_monomials(params.l_max), dtype=dtype, device=dev)
+    n = params.n_radial
+    triu = torch.triu_indices(n, n)
+    flat_triu = (triu[0] * n + triu[1]).to(dev)
+    zero = torch.zeros((), dtype=dtype, device=dev)
+    bytes_per_point = neighbours.shape[1] * (9 + 2 * n + 2 * to_harmonics.shape[0]) * torch.finfo(dtype).bits // 8
+    step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // max(1, bytes_per_point))))
+    for a in range(0, len(order), step):
+        b = min(len(order), a + step)
+        p = b - a
+        groups = group_of[a:b]
+        k = int(counts_t[groups].max())
+        cand = neighbours_t.index_select(0, groups)[:, :k].reshape(-1)
+        d = atoms_t.index_select(1, cand).view(3, p, k) - points_t[:, a:b, None]  # (3, p, K)
+        dx, dy, dz = d[0], d[1], d[2]
+        r = (dx * dx + dy * dy + dz * dz).sqrt()
+        cutoff = torch.where(r <= rc, torch.cos(r * (math.pi / rc)).mul_(0.5).add_(0.5), zero)
+        inv_r = torch.where(r >= 1e-8, r.reciprocal(), zero)  # an atom on the point: l = 0 only
+        # clamping keeps padding atoms out of exp()'s slow path; their cutoff weight is 0 anyway
+        radial = (r.clamp(max=rc)[:, None, :] - mu).square_().mul_(-0.5 / params.sigma**2).exp_().mul_(cutoff[:, None, :])
+        mono = _monomial_planes(dx * inv_r, dy * inv_r, dz * inv_r, params.l_max)  # (p, n_mono, K)
+        c = torch.bmm(radial, mono.transpose(1, 2)) @ to_harmonics  # (p, n, (l_max+1)²)
+        blocks = [torch.bmm(cl, cl.transpose(1, 2)).view(p, -1).index_select(1, flat_triu)
+                  for cl in (c[:, :, l * l : (l + 1) ** 2] for l in range(params.l_max + 1))]
+        yield order[a:b], torch.cat(blocks, dim=1)
 
 
 def describe(structure: Structure, frac_points: np.ndarray, params: DescriptorParams = PAPER_V1,
