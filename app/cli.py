@@ -60,6 +60,28 @@ def _parser() -> argparse.ArgumentParser:
     _add_grid_options(sc)
     _add_result_options(sc)
 
+    ds = sub.add_parser("dataset", help="generate DFT ELF datasets with Quantum ESPRESSO (resumable)")
+    from model import dataset
+
+    dataset.add_arguments(ds)
+
+    tr = sub.add_parser("train", help="train an ELF model ensemble on dataset folders")
+    tr.add_argument("--data", nargs="+", required=True, help="dataset folders (elfscreen dataset generate)")
+    tr.add_argument("--out", required=True, help="checkpoint file to write")
+    tr.add_argument("--members", type=int, default=5, help="ensemble members (default 5)")
+    tr.add_argument("--epochs", type=int, default=80, help="epochs per member (default 80)")
+    tr.add_argument("--points-per-structure", type=int, default=2000, help="sampled grid points per structure")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--version", default="dev", help="model version string stored in the checkpoint")
+
+    ev = sub.add_parser("evaluate", help="evaluate an ELF model against DFT grids (report.json + PNG plots)")
+    ev.add_argument("--model", required=True, help="checkpoint")
+    ev.add_argument("--data", nargs="+", required=True, help="dataset folders")
+    ev.add_argument("--out", required=True, help="folder for report.json and the plots")
+    ev.add_argument("--split", choices=["held-out", "test", "validation", "all"], default="held-out",
+                    help="which structures: the model's held-out ones (default), one split, or all")
+    ev.add_argument("--device", help="torch device")
+
     sv = sub.add_parser("serve", help="run the HTTP screening service (in-process jobs, or Celery when ELFSCREEN_BROKER_URL is set)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -150,6 +172,56 @@ def _screen(args) -> int:
     return 2 if failed else 0
 
 
+def _dataset(args) -> int:
+    from model import dataset
+
+    return dataset.run(args)
+
+
+def _train(args) -> int:
+    from model.train import TrainConfig, train
+
+    entries, identity = _load_data(args.data)
+    config = TrainConfig(members=args.members, epochs=args.epochs, points_per_structure=args.points_per_structure,
+                         seed=args.seed)
+    model = train(entries, config, model_version=args.version, data_identity=identity)
+    model.meta["datasets"] = [str(Path(d)) for d in args.data]
+    model.save(args.out)
+    _print({"out": args.out, "model_version": args.version, "structures": len(entries), "data_identity": identity,
+            "metrics_held_out_points": model.meta.get("metrics_held_out_points")}, 2)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from model.evaluate import evaluate
+    from model.pipeline import load_model
+
+    model = load_model(args.model, args.device)
+    entries, _ = _load_data(args.data)
+    splits = model.meta.get("splits", {})
+    wanted = {"held-out": set(splits.get("validation", [])) | set(splits.get("test", [])),
+              "test": set(splits.get("test", [])), "validation": set(splits.get("validation", []))}.get(args.split)
+    chosen = [e for e in entries if wanted is None or e.id in wanted]
+    if not chosen:
+        raise InputError(args.split, "no structure of these folders is in that split of the model")
+
+    def progress(n, total, name):
+        print(f"\r[{n}/{total}] {name[:60]:<60}", end="" if n < total else "\n", file=sys.stderr, flush=True)
+
+    report = evaluate(model, chosen, args.out, args.device, progress)
+    _print({"out": args.out, "summary": report["summary"]}, 2)
+    return 0
+
+
+def _load_data(folders):
+    from model.train import load_entries
+
+    try:
+        return load_entries(folders)
+    except FileNotFoundError as exc:
+        raise InputError(str(folders[0]), str(exc)) from exc
+
+
 def _serve(args) -> int:
     from app.server import serve
 
@@ -164,7 +236,8 @@ def _print(obj: dict, indent: int) -> None:
         sys.stderr.close()
 
 
-COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serve": _serve}
+COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serve": _serve, "dataset": _dataset,
+            "train": _train, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

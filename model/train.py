@@ -17,6 +17,7 @@ import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -178,3 +179,21 @@ def training_range(entries: Sequence[Entry]) -> dict:
             min_hh.append(float(d.min()))
     return {"volume_per_atom_a3": [float(min(vpa)), float(max(vpa))],
             "min_hh_a": float(min(min_hh)) if min_hh else None}
+
+
+def load_entries(folders: Sequence[str | Path]) -> tuple[list[Entry], str]:
+    """Every structure of the dataset folders (``model.dataset`` layout) and the data identity: a
+    sha256 over their manifests."""
+    from model.dataset import load_entry, read_manifest
+
+    entries, digest = [], hashlib.sha256()
+    for folder in folders:
+        folder = Path(folder)
+        manifest = folder / "manifest.jsonl"
+        if not manifest.exists():
+            raise FileNotFoundError(f"{folder}: no manifest.jsonl (not a dataset folder)")
+        digest.update(manifest.read_bytes())
+        for row in read_manifest(folder):
+            structure, grid = load_entry(folder / row["file"])
+            entries.append(Entry(row["id"], structure, grid, row))
+    return entries, digest.hexdigest()

@@ -1,0 +1,187 @@
+"""Tests for model/dataset.py: structure generators, resumable generation, manifest, files.
+
+Most tests replace the DFT step by a fake runner (a smooth synthetic ELF), so they run without QE;
+one test runs the real pw.x/pp.x at a tiny cutoff when they are installed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from model.dataset import (
+    FAMILIES,
+    MIN_HH_A,
+    GeneratorOptions,
+    build_structure,
+    entry_id,
+    fluid_volume_per_atom,
+    generate,
+    load_entry,
+    min_hh_distance,
+    plan,
+    read_jsonl,
+    read_manifest,
+    structure_hash,
+    summary,
+)
+from model.dft import DftError, DftSettings, qe_available
+from model.structures import validate_structure
+from model.volumetric import ElfGrid
+
+SMALL = GeneratorOptions(crystal_atoms=(4, 8), crystal_small_atoms=(4, 8), fluid_atoms=(32, 34))
+
+
+class FakeRunner:
+    """Stands in for model.dft.elf_of: a Gaussian-sum 'ELF' in [0, 1) on an even grid."""
+
+    def __init__(self, fail_ids=()):
+        self.calls = []
+        self.fail_ids = set(fail_ids)
+
+    def __call__(self, structure, settings, workdir=None, relax_pressure_gpa=None, *, name="x"):
+        self.calls.append(name)
+        if name in self.fail_ids:
+            raise DftError(name, "SCF did not converge in 1 iterations", {"failed_step": "scf", "scf": {"scf_converged": False}})
+        shape = (12, 14, 16)
+        f = np.stack(np.meshgrid(*[np.arange(n) / n for n in shape], indexing="ij"), axis=-1)
+        values = np.zeros(shape)
+        for site in structure:
+            d = f - site.frac_coords
+            d -= np.round(d)
+            r2 = np.sum((d @ structure.lattice.matrix) ** 2, axis=-1)
+            values += np.exp(-r2 / 0.3)
+        values = 0.98 * values / (1.0 + values)
+        record = {"qe_version": "fake", "settings": settings.to_dict(), "pseudopotential": {"name": "fake"},
+                  "kmesh": [1, 1, 1], "pw_input": "fake", "pp_input": "fake",
+                  "scf": {"scf_converged": True, "scf_iterations": 3, "wall_s": 0.1}, "pp": {"wall_s": 0.1},
+                  "elf": {"shape": list(shape), "min": float(values.min()), "max": float(values.max())}, "rescaled": False}
+        return ElfGrid(structure=structure, values=values, name=name), record
+
+
+def test_plan_is_deterministic_and_covers_the_families():
+    plans = [plan("crystal", 0, i, relax_fraction=0.2) for i in range(70)]
+    assert plans == [plan("crystal", 0, i, relax_fraction=0.2) for i in range(70)]
+    assert {p["family"] for p in plans} == set(FAMILIES)
+    assert {p["motif"] for p in plans} == {"atomic", "molecular"}
+    assert all(4 <= p["n_atoms"] <= 48 and 2.0 <= p["volume_per_atom_a3"] <= 3.2 for p in plans)
+    assert all(p["n_atoms"] % 2 == 0 for p in plans if p["motif"] == "molecular")
+    assert any(p["relax_pressure_gpa"] == 100.0 for p in plans)
+    assert plan("crystal", 1, 0) != plan("crystal", 0, 0) or entry_id("crystal", 1, 0) != entry_id("crystal", 0, 0)
+
+
+def test_fluid_density_follows_the_pressure():
+    assert fluid_volume_per_atom(100.0, 0.0) == pytest.approx(2.45)
+    assert fluid_volume_per_atom(65.0, 0.0) == pytest.approx(2.8, abs=0.03)
+    assert fluid_volume_per_atom(139.0) < fluid_volume_per_atom(76.0)
+
+
+@pytest.mark.parametrize("index", [1, 2, 3, 5, 6])
+def test_crystals_are_valid_at_the_target_volume(index):
+    p = plan("crystal", 0, index, SMALL)
+    s, info = build_structure("crystal", 0, index, p)
+    validate_structure(s)
+    assert min_hh_distance(s) >= MIN_HH_A
+    assert info["n_atoms"] == len(s) and 4 <= len(s) <= 20
+    assert s.volume / len(s) == pytest.approx(p["volume_per_atom_a3"], rel=1e-3)
+    lo, hi = FAMILIES[p["family"]]
+    assert lo <= info["space_group"] <= hi
+    if p["motif"] == "molecular":
+        d = s.distance_matrix + np.eye(len(s)) * 9
+        assert np.isclose(d.min(axis=1), 0.74, atol=1e-3).all()  # every atom has its H2 partner
+
+
+def test_fluid_snapshot_mixes_molecules_and_atoms():
+    p = plan("fluid", 0, 0, SMALL)
+    s, info = build_structure("fluid", 0, 0, p)
+    assert len(s) == p["n_atoms"] == 2 * p["n_molecules"] + p["n_dissociated"]
+    assert s.volume / len(s) == pytest.approx(p["volume_per_atom_a3"], rel=1e-6)
+    assert min_hh_distance(s) >= MIN_HH_A
+    assert len(info["bond_lengths_a"]) == p["n_molecules"] and np.std(info["bond_lengths_a"]) > 0
+
+
+def test_generate_writes_files_and_manifest_and_resumes(tmp_path):
+    runner = FakeRunner()
+    out = tmp_path / "ds"
+    counts = generate(out, "crystal", 2, seed=3, relax_fraction=0.0, options=SMALL, runner=runner)
+    assert counts["done"] == 2 and counts["failed"] == 0 and len(runner.calls) == 2
+    entries = read_manifest(out)
+    assert {e["id"] for e in entries} == {entry_id("crystal", 3, 0), entry_id("crystal", 3, 1)}
+    for e in entries:
+        path = out / e["file"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == e["file_sha256"] and e["file_bytes"] == path.stat().st_size
+        for key in ("structure_hash", "kind", "generator", "qe", "topology", "grid", "wall_s", "n_atoms"):
+            assert key in e
+        assert e["kind"] == "crystal" and e["qe"]["version"] == "fake" and e["qe"]["scf"]["scf_converged"]
+        assert set(e["topology"]) >= {"phi", "phi_star", "phi_1d", "phi_2d"}
+        assert e["grid"] == {**e["grid"], "stored_shape": [6, 7, 8], "full_shape": [12, 14, 16], "stride": 2, "dtype": "float16"}
+        structure, grid = load_entry(path)
+        assert structure_hash(structure) == e["structure_hash"]
+        assert grid.shape == (6, 7, 8) and grid.values.dtype == np.float64
+        with np.load(path) as z:
+            assert z["elf"].dtype == np.float16 and int(z["stride"]) == 2
+    # the stored grid is every second point of the full grid (no averaging)
+    structure, grid = load_entry(out / entries[0]["file"])
+    full, _ = FakeRunner()(structure, DftSettings(), name="again")
+    assert np.allclose(grid.values, full.values[::2, ::2, ::2].astype(np.float16), atol=0)
+    # a rerun does no new DFT; a larger count only adds the new ones
+    again = FakeRunner()
+    counts = generate(out, "crystal", 2, seed=3, relax_fraction=0.0, options=SMALL, runner=again)
+    assert again.calls == [] and counts["skipped"] == 2 and counts["done"] == 0
+    counts = generate(out, "crystal", 3, seed=3, relax_fraction=0.0, options=SMALL, runner=again)
+    assert again.calls == [entry_id("crystal", 3, 2)] and len(read_manifest(out)) == 3
+    assert summary(out)["entries"] == 3
+
+
+def test_failed_runs_are_recorded_skipped_and_never_used(tmp_path):
+    bad = entry_id("fluid", 0, 1)
+    runner = FakeRunner(fail_ids=[bad])
+    out = tmp_path / "fl"
+    counts = generate(out, "fluid", 2, options=SMALL, runner=runner)
+    assert counts["done"] == 1 and counts["failed"] == 1
+    failed = read_jsonl(out / "failed.jsonl")
+    assert [f["id"] for f in failed] == [bad] and "did not converge" in failed[0]["reason"]
+    assert failed[0]["step"] == "scf" and failed[0]["record"]["scf"]["scf_converged"] is False
+    assert bad not in {e["id"] for e in read_manifest(out)} and not (out / f"{bad}.npz").exists()
+    again = FakeRunner()
+    counts = generate(out, "fluid", 2, options=SMALL, runner=again)
+    assert again.calls == [] and counts["skipped"] == 2
+
+
+def test_manifest_lines_are_json(tmp_path):
+    generate(tmp_path, "crystal", 1, options=SMALL, runner=FakeRunner(), relax_fraction=0.0)
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["index"] == 0
+
+
+@pytest.mark.skipif(not qe_available(), reason="pw.x/pp.x (Debian quantum-espresso) not installed")
+def test_real_dft_generation_is_resumable(tmp_path):
+    tiny = DftSettings(ecutwfc=30.0, ecutrho=120.0)
+    opts = replace(SMALL, crystal_atoms=(4, 6), crystal_small_atoms=(4, 6))
+    counts = generate(tmp_path, "crystal", 2, settings=tiny, options=opts, relax_fraction=0.0)
+    assert counts["done"] + counts["failed"] == 2
+    for e in read_manifest(tmp_path):
+        assert e["qe"]["scf"]["scf_converged"] and e["qe"]["version"]
+        assert "ecutwfc = 30.0" in e["qe"]["pw_input"]
+        assert 0.0 <= e["elf"]["min"] and e["elf"]["max"] <= 1.0 and e["topology"]["phi"] is not None
+        _, grid = load_entry(tmp_path / e["file"])
+        assert 0.0 <= grid.values.min() and grid.values.max() <= 1.0
+
+    def no_dft(*args, **kwargs):
+        raise AssertionError("a rerun must not run DFT again")
+
+    counts = generate(tmp_path, "crystal", 2, settings=tiny, options=opts, relax_fraction=0.0, runner=no_dft)
+    assert counts["skipped"] == 2 and counts["done"] == 0
+
+
+def test_command_line_summary_and_bad_kind(tmp_path, capsys):
+    from model.dataset import main
+
+    generate(tmp_path, "crystal", 1, options=SMALL, runner=FakeRunner(), relax_fraction=0.0)
+    assert main(["summary", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == 1
+    with pytest.raises(SystemExit):
+        main(["generate", "--out", str(tmp_path), "--kind", "gas", "--count", "1"])

@@ -1,0 +1,194 @@
+"""Tests for model/dft.py: the Quantum ESPRESSO ELF driver.
+
+Input generation, k-mesh, FFT grid and output parsing are checked without QE. The runs themselves
+(a tiny 8-atom Pa-3 H2 crystal at 30/120 Ry, a few seconds each) are skipped when pw.x/pp.x are absent.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from model.dft import (
+    DftError,
+    DftSettings,
+    elf_of,
+    fft_grid,
+    find_executable,
+    find_pseudopotential,
+    kmesh,
+    needs_rescale,
+    parse_pw_output,
+    pp_elf_input,
+    pw_scf_input,
+    qe_available,
+    standard_orientation,
+    with_settings,
+)
+from model.errors import InputError
+
+DATA = Path(__file__).resolve().parent / "data" / "qe"
+TINY = DftSettings(ecutwfc=30.0, ecutrho=120.0)
+needs_qe = pytest.mark.skipif(not qe_available(), reason="pw.x/pp.x (Debian quantum-espresso) not installed")
+
+
+def pa3_h2() -> Structure:
+    """Pa-3 solid H2, 8 atoms, molecule centres on the fcc sites (one at the cell origin)."""
+    meta = json.loads((DATA / "h2_molecular_cubic.json").read_text())
+    return Structure(Lattice(meta["structure"]["cell_angstrom"]), ["H"] * 8, meta["structure"]["positions_crystal"])
+
+
+# --------------------------------------------------------------------------------------------------
+# without QE
+
+
+def test_kmesh_is_gamma_centred_spacing_with_2pi():
+    lat = Lattice.orthorhombic(2.0, 3.0, 10.0)
+    # |b| = 2π/a: 3.14, 2.09, 0.63 Å⁻¹ → ceil(/0.6) = 6, 4, 2
+    assert kmesh(lat, 0.6) == [6, 4, 2]
+    assert kmesh(Lattice.cubic(100.0), 0.6) == [1, 1, 1]
+
+
+def test_fft_grid_is_even_fft_friendly_and_not_coarser_than_qe():
+    lat = Lattice.from_parameters(2.85, 3.3, 4.1, 80, 95, 110)
+    for ecutrho in (120.0, 800.0):
+        grid = fft_grid(lat, ecutrho)
+        for n, a in zip(grid, lat.abc):
+            qe_min = 2 * int(math.sqrt(ecutrho) * (a / 0.529177210903) / (2 * math.pi)) + 1
+            assert n >= qe_min and n % 2 == 0
+            k = n
+            for p in (2, 3, 5):
+                while k % p == 0:
+                    k //= p
+            assert k == 1
+    # default ecutrho 800 Ry gives ≈ 0.06 Å spacing
+    assert all(0.045 < a / n < 0.065 for a, n in zip(lat.abc, fft_grid(lat, 800.0)))
+
+
+def test_scf_input_holds_the_settings():
+    s = pa3_h2()
+    text = pw_scf_input(s, DftSettings(), "H.UPF")
+    for needle in ("calculation = 'scf'", "ecutwfc = 100.0", "ecutrho = 800.0", "smearing = 'mv'",
+                   "degauss = 0.0100", "nspin = 1", "K_POINTS automatic", "  4 4 4 0 0 0", "nr1 = 50"):
+        assert needle in text
+    positions = text.split("ATOMIC_POSITIONS crystal\n")[1].split("K_POINTS")[0].splitlines()
+    assert len(positions) == 8 and all(line.split()[0] == "H" for line in positions)
+    assert "plot_num = 8" in pp_elf_input() and "output_format = 6" in pp_elf_input()
+
+
+def test_non_hydrogen_is_refused():
+    s = Structure(Lattice.cubic(3.0), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(DftError):
+        pw_scf_input(s, DftSettings(), "H.UPF")
+
+
+def test_standard_orientation_keeps_the_crystal():
+    lat = Lattice.hexagonal(1.5, 2.4)
+    rotated = Lattice(lat.matrix @ np.array([[0, 1, 0], [-1, 0, 0], [0, 0, 1]]))
+    s = Structure(rotated, ["H", "H"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    t = standard_orientation(s)
+    assert np.allclose(t.lattice.abc, s.lattice.abc) and np.allclose(t.lattice.angles, s.lattice.angles)
+    assert abs(t.lattice.matrix[0, 1]) < 1e-9 and abs(t.lattice.matrix[0, 2]) < 1e-9  # a along x
+    assert np.allclose(t.frac_coords, s.frac_coords)
+
+
+def test_parse_pw_output_convergence():
+    ok = ("     Program PWSCF v.6.7MaX starts on 25Nov2026\n     estimated scf accuracy    <       0.00000001 Ry\n"
+          "     convergence has been achieved in   9 iterations\n!    total energy              =      -8.5 Ry\n"
+          "     the Fermi energy is    12.5000 ev\n     PWSCF        :      5.00s CPU      5.10s WALL\n   JOB DONE.\n")
+    info = parse_pw_output(ok)
+    assert info["qe_version"] == "6.7MaX" and info["scf_converged"] and info["scf_iterations"] == 9
+    assert info["total_energy_ry"] == -8.5 and info["fermi_energy_ev"] == 12.5
+    bad = ok.replace("convergence has been achieved in   9", "convergence NOT achieved after   1")
+    info = parse_pw_output(bad)
+    assert not info["scf_converged"] and info["scf_iterations"] == 1
+
+
+def test_rescale_only_for_qe_6_8_to_7_5():
+    assert not needs_rescale("6.7MaX") and needs_rescale("6.8") and needs_rescale("7.2") and not needs_rescale("7.6")
+    assert not needs_rescale(None)
+
+
+def test_dft_error_is_an_input_error_with_record():
+    err = DftError("x", "SCF did not converge", {"scf": {"scf_converged": False}})
+    assert isinstance(err, InputError) and err.code == "dft_failed" and err.record["scf"]["scf_converged"] is False
+
+
+# --------------------------------------------------------------------------------------------------
+# with QE
+
+
+@needs_qe
+def test_tiny_elf_is_bounded_and_one_at_the_h2_bond_centre(tmp_path):
+    grid, record = elf_of(pa3_h2(), TINY, workdir=tmp_path / "run")
+    v = grid.values
+    assert v.min() >= 0.0 and v.max() <= 1.0
+    assert grid.shape == tuple(record["scf"]["fft_grid"]) and all(n % 2 == 0 for n in grid.shape)
+    # a molecule is centred on the cell origin, a grid node: ELF ≈ 1 at its bond centre
+    assert v[0, 0, 0] > 0.97
+    # between molecules (cube centre is an octahedral hole of the fcc centres) the ELF is low
+    n = np.array(grid.shape) // 2
+    assert v[n[0], n[1], n[2]] < 0.5
+    assert record["scf"]["scf_converged"] and record["qe_version"]
+    assert "plot_num = 8" in record["pp_input"] and "ecutwfc = 30.0" in record["pw_input"]
+    assert record["pseudopotential"]["kind"].startswith("norm-conserving")
+    assert record["scf"]["wall_s"] > 0 and record["pp"]["wall_s"] > 0
+    assert not (tmp_path / "run" / "tmp").exists()  # QE scratch removed
+
+
+@needs_qe
+def test_unconverged_scf_raises_with_record_and_no_grid():
+    settings = with_settings(TINY, electron_maxstep=1)
+    with pytest.raises(DftError) as info:
+        elf_of(pa3_h2(), settings, name="tiny-unconverged")
+    rec = info.value.record
+    assert rec["failed_step"] == "scf" and rec["scf"]["scf_converged"] is False
+    assert "did not converge" in str(info.value) and "tiny-unconverged" in str(info.value)
+    assert "elf" not in rec and "pw_input" in rec
+
+
+@pytest.mark.skipif(not (find_executable("ld1.x") and qe_available()), reason="ld1.x/pw.x not installed")
+def test_fallback_pseudopotential_from_ld1(tmp_path):
+    pseudo = find_pseudopotential(tmp_path, allow_debian=False)
+    assert pseudo.source == "ld1.x" and pseudo.path.exists() and "Troullier" in pseudo.kind
+    again = find_pseudopotential(tmp_path, allow_debian=False)  # cached
+    assert again.sha256 == pseudo.sha256
+    grid, record = elf_of(pa3_h2(), TINY, pseudo=pseudo)
+    assert record["pseudopotential"]["source"] == "ld1.x"
+    assert 0.0 <= grid.values.min() and grid.values.max() <= 1.0 and grid.values[0, 0, 0] > 0.97
+
+
+@needs_qe
+def test_relax_then_elf_reaches_the_target_pressure():
+    if not find_executable("ld1.x"):
+        pytest.skip("ld1.x not installed (the relax pseudopotential is generated with it)")
+    meta = json.loads((DATA / "h_hexagonal.json").read_text())
+    s = Structure(Lattice(meta["structure"]["cell_angstrom"]), ["H", "H"], meta["structure"]["positions_crystal"])
+    s = Structure(Lattice(s.lattice.matrix @ np.diag([1.05, 1.05, 1.05])), s.species, s.frac_coords)  # start off-volume
+    settings = with_settings(TINY, relax_ecutwfc=30.0, relax_ecutrho=120.0)
+    grid, record = elf_of(s, settings, relax_pressure_gpa=100.0)
+    rel = record["relax"]
+    assert rel["bfgs_converged"] and rel["pressure_bfgs_gpa"] == pytest.approx(100.0, abs=0.5)
+    # the final SCF in the new cell (fresh G-vectors) differs by the Pulay stress, large at 30 Ry
+    assert rel["pressure_gpa"] == pytest.approx(100.0, abs=10.0)
+    assert "projector" in rel["pseudopotential"]["kind"]
+    assert grid.structure.volume != pytest.approx(s.volume, rel=1e-3)  # the ELF is of the relaxed cell
+    assert record["structure"]["volume_a3"] == pytest.approx(grid.structure.volume, rel=1e-6)
+    assert 0.0 <= grid.values.min() and grid.values.max() <= 1.0
+
+
+@needs_qe
+def test_unconverged_relax_is_recorded_and_not_used():
+    if not find_executable("ld1.x"):
+        pytest.skip("ld1.x not installed")
+    s = pa3_h2()
+    settings = with_settings(TINY, relax_ecutwfc=30.0, relax_ecutrho=120.0, relax_nstep=1)
+    with pytest.raises(DftError) as info:
+        elf_of(s, settings, relax_pressure_gpa=100.0, name="tiny-relax")
+    rec = info.value.record
+    assert rec["failed_step"] == "vc-relax" and "did not converge" in str(info.value)
+    assert rec["relax"]["bfgs_converged"] is False and "scf" not in rec  # the ELF step never ran
