@@ -118,9 +118,18 @@ def test_cli_predict_and_screen(ensemble, tmp_path):
     assert lines[2]["error"]["code"] == "invalid_structure" and "Traceback" not in proc.stderr
 
 
-def test_cli_screen_without_a_model_says_so(tmp_path):
+def test_cli_screen_with_a_missing_model_says_so(tmp_path):
     a = tmp_path / "POSCAR"
     small_structure().to(filename=str(a))
-    proc = cli("screen", str(a))
-    assert proc.returncode == 2 and "no trained ELF model" in proc.stderr
+    proc = cli("screen", str(a), "--model", str(tmp_path / "nope.pt"))
+    assert proc.returncode == 2 and "nope.pt: checkpoint file not found" in proc.stderr
     assert json.loads(proc.stdout)["error"]["code"] == "no_model"
+
+
+def test_no_installed_model_is_a_clear_error(tmp_path, monkeypatch):
+    import model.pipeline as pipeline
+
+    monkeypatch.delenv("ELFSCREEN_MODEL", raising=False)
+    monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(pipeline.NoModelError, match="no trained ELF model is installed"):
+        pipeline.load_model()
