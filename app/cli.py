@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="which structures: the model's held-out ones (default), one split, or all")
     ev.add_argument("--device", help="torch device")
 
+    an = sub.add_parser("analyze", help="analyses of a predicted ELF against DFT (residual: the paper's Fig. 2)",
+                        description="Analyses of a model's ELF against a DFT reference.")
+    from model import residual
+
+    residual.add_arguments(an)
+
     sv = sub.add_parser("serve", help="run the HTTP screening service (in-process jobs, or Celery when ELFSCREEN_BROKER_URL is set)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -222,6 +228,12 @@ def _load_data(folders):
         raise InputError(str(folders[0]), str(exc)) from exc
 
 
+def _analyze(args) -> int:
+    from model import residual
+
+    return residual.run_args(args)
+
+
 def _serve(args) -> int:
     from app.server import serve
 
@@ -237,7 +249,7 @@ def _print(obj: dict, indent: int) -> None:
 
 
 COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serve": _serve, "dataset": _dataset,
-            "train": _train, "evaluate": _evaluate}
+            "train": _train, "evaluate": _evaluate, "analyze": _analyze}
 
 
 def main(argv: list[str] | None = None) -> int:
