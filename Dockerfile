@@ -4,7 +4,7 @@
 #   CUDA:           docker build --build-arg VARIANT=cu128 -t elfscreen:cuda .
 # VARIANT picks the PyTorch wheel index (cpu, or a CUDA build such as cu126/cu128; the wheels bring
 # their CUDA libraries, the host needs the NVIDIA driver and container toolkit).
-# Mount a trained checkpoint and point ELFSCREEN_MODEL at it (none ships yet).
+# The image carries the shipped model; to use another, mount it and point ELFSCREEN_MODEL at it.
 ARG PYTHON=3.11
 FROM python:${PYTHON}-slim
 

@@ -89,7 +89,8 @@ class ElfModel:
         outs = torch.stack([m.eval()(x) for m in self.members])
         return outs.mean(0), outs.std(0, unbiased=False)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, half: bool = False) -> Path:
+        """Write the checkpoint; ``half`` stores the weights as float16 (they are used as float32)."""
         path = Path(path)
         payload = {
             "format": CHECKPOINT_FORMAT,
@@ -99,7 +100,8 @@ class ElfModel:
             "feature_std": self.feature_std.detach().cpu().float(),
             "network": {"n_features": self.descriptor.n_features, "hidden": list(self.members[0].hidden),
                         "activation": "silu", "output": "sigmoid"},
-            "members": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in self.members],
+            "members": [{k: (v.detach().cpu().half() if half else v.detach().cpu()) for k, v in m.state_dict().items()}
+                        for m in self.members],
             "meta": self.meta,
         }
         torch.save(payload, path)

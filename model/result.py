@@ -67,7 +67,7 @@ class ScreeningResult(BaseModel):
     h_dos: HDos
     phi_dos: Optional[float]
     tc: Tc
-    uncertainty: Optional[dict[str, float]] = None
+    uncertainty: Optional[dict[str, Any]] = None
     bottleneck: Optional[dict[str, Any]]
     molecular_bottleneck: Optional[dict[str, Any]]
     critical_points: dict[str, Any]
