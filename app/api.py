@@ -91,10 +91,11 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         app.state.limiter.check(owner if settings.api_keys else _client(request))
         items, options, callback = await _read_submission(request, settings)
         store, dispatcher = app.state.store, app.state.dispatcher
-        batch, rows = await run_in_threadpool(prepare, items, options, settings, store, owner, callback)
+        parsed: dict = {}
+        batch, rows = await run_in_threadpool(prepare, items, options, settings, store, owner, callback, parsed)
         await run_in_threadpool(store.create_batch, batch, rows)
         queued = [r["id"] for r in rows if r["status"] == "queued"]
-        await run_in_threadpool(dispatcher.send, queued)
+        await run_in_threadpool(dispatcher.send, queued, parsed)
         metrics.submitted(len(rows), len(rows) - len(queued))
         if callback and not queued:
             threading.Thread(target=notify_batch, args=(store, batch["id"], settings), daemon=True).start()

@@ -27,6 +27,8 @@ class Settings:
     queue: str = "cpu"  # Celery queue the API sends jobs to: cpu or gpu
     device: str | None = None  # torch device for the pipeline; None: CUDA when present
     embedded_workers: int = 1  # threads of the in-process pool
+    jobs_per_message: int = 8  # most jobs in one Celery message to the cpu queue (run one after another)
+    gpu_batch: int = 8  # jobs in one Celery message to the gpu queue (predicted as one batch)
     api_keys: frozenset[str] = field(default_factory=frozenset)  # empty: no key needed
     rate_limit_per_min: int = 0  # submissions per key (or client address) per minute; 0: unlimited
     max_upload_bytes: int = 20 * 1024 * 1024  # one request body
@@ -47,6 +49,8 @@ class Settings:
             queue=_env("QUEUE", cls.queue),
             device=_env("DEVICE", None),
             embedded_workers=_env("WORKERS", cls.embedded_workers, int),
+            jobs_per_message=_env("JOBS_PER_MESSAGE", cls.jobs_per_message, int),
+            gpu_batch=_env("GPU_BATCH", cls.gpu_batch, int),
             api_keys=_keys(_env("API_KEYS", "")),
             rate_limit_per_min=_env("RATE_LIMIT_PER_MIN", cls.rate_limit_per_min, int),
             max_upload_bytes=_env("MAX_UPLOAD_BYTES", cls.max_upload_bytes, int),

@@ -4,6 +4,8 @@ that re-sends every job whose message was lost, so no accepted structure is ever
 A job is *lost* when it is
 
 * running with a heartbeat older than the lease (its worker was killed or its machine died);
+* queued and reserved by a worker that took its message (several jobs per message) with a reservation
+  heartbeat older than the lease (that worker died before reaching the job);
 * queued but never published (the broker was down when the API stored it);
 * queued and published to a broker instance that is gone (Redis restarted: its ``run_id`` changed);
 * queued and published longer ago than ``requeue_after_s`` (a catch-all; a duplicate is harmless).
@@ -28,28 +30,41 @@ GRACE_S = 5.0  # a queued job younger than this may still be on its way to the b
 
 
 class EmbeddedDispatcher:
-    """Runs jobs in a thread pool of this process (the model is loaded once, shared by the threads)."""
+    """Runs jobs in a thread pool of this process (the model is loaded once, shared by the threads).
+    A job sent with its structure (parsed by the API's validation) runs without parsing it again."""
 
     mode = "embedded"
+    MAX_KEPT_SITES = 50_000  # parsed structures kept for queued jobs (atoms in all); beyond, jobs parse again
 
     def __init__(self, store: Store, settings: Settings):
         self.store, self.settings = store, settings
         self._pool = ThreadPoolExecutor(max_workers=settings.embedded_workers, thread_name_prefix="elfscreen-job")
         self._pending: set[str] = set()
+        self._structures: dict[str, object] = {}
+        self._kept_sites = 0
         self._lock = threading.Lock()
         self.worker = f"embedded@{socket.gethostname()}:{os.getpid()}"
 
-    def send(self, job_ids: list[str]) -> None:
+    def send(self, job_ids: list[str], structures: dict | None = None) -> None:
+        structures = structures or {}
         with self._lock:
             fresh = [j for j in job_ids if j not in self._pending]
             self._pending.update(fresh)
+            for job_id in fresh:
+                s = structures.get(job_id)
+                if s is not None and self._kept_sites + len(s) <= self.MAX_KEPT_SITES:
+                    self._structures[job_id] = s
+                    self._kept_sites += len(s)
         for job_id in fresh:
             self._pool.submit(self._run, job_id)
         self.store.mark_published(fresh, None)
 
     def _run(self, job_id: str) -> None:
+        with self._lock:
+            structure = self._structures.pop(job_id, None)
+            self._kept_sites -= 0 if structure is None else len(structure)
         try:
-            run_job(self.store, job_id, self.settings, self.worker)
+            run_job(self.store, job_id, self.settings, self.worker, structure)
         except Exception:  # the store is unreachable: the job stays unfinished and the sweep re-sends it
             log.exception("job %s could not be run", job_id)
         finally:
@@ -68,16 +83,19 @@ class EmbeddedDispatcher:
 
 
 class CeleryDispatcher:
-    """Publishes one message per job (the job id only) to the ``cpu`` or ``gpu`` queue over Redis."""
+    """Publishes the job ids to the ``cpu`` or ``gpu`` queue over Redis, several per message
+    (:func:`messages`): on ``cpu`` a worker runs a message's jobs one after another, on ``gpu`` as one
+    batch (``worker/tasks.py``). A message of k jobs gets k times the per-job time limit."""
 
     mode = "celery"
 
     def __init__(self, store: Store, settings: Settings):
-        from worker.celery_app import TASK_NAME, make_app
+        from worker.celery_app import BATCH_TASK, MANY_TASK, make_app
 
         self.store, self.settings = store, settings
         self.app = make_app(settings)
-        self.task_name = TASK_NAME
+        self.batched = settings.queue == "gpu"
+        self.task_name = BATCH_TASK if self.batched else MANY_TASK
         self._epoch: tuple[float, str | None] = (0.0, None)
 
     def epoch(self, max_age_s: float = 1.0) -> str | None:
@@ -90,15 +108,19 @@ class CeleryDispatcher:
             self._epoch = (time.monotonic(), run_id)
         return run_id
 
-    def send(self, job_ids: list[str]) -> None:
-        """Publish; on a broker failure the jobs stay stored and unpublished for the sweep."""
+    def send(self, job_ids: list[str], structures: dict | None = None) -> None:
+        """Publish; on a broker failure the jobs stay stored and unpublished for the sweep. (``structures``
+        is for the embedded pool: a message carries job ids only, the store holds the rest.)"""
         if not job_ids:
             return
+        limit = self.settings.task_time_limit_s
         try:
             epoch = self.epoch()  # read before publishing: a restart in between re-sends, never loses
             with self.app.producer_or_acquire() as producer:
-                for job_id in job_ids:
-                    self.app.send_task(self.task_name, args=[job_id], queue=self.settings.queue, producer=producer,
+                for ids in messages(job_ids, self.settings.gpu_batch if self.batched else self.settings.jobs_per_message,
+                                    guided=not self.batched):
+                    self.app.send_task(self.task_name, args=[ids], queue=self.settings.queue, producer=producer,
+                                       time_limit=limit * len(ids), soft_time_limit=0.95 * limit * len(ids),
                                        retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2})
         except Exception as exc:
             log.warning("broker unreachable (%s): %d jobs left for the sweep", exc, len(job_ids))
@@ -116,6 +138,19 @@ class CeleryDispatcher:
 
     def close(self) -> None:
         self.app.close()
+
+
+def messages(job_ids: list[str], most: int, guided: bool = True) -> list[list[str]]:
+    """Split ``job_ids`` into messages of at most ``most`` jobs. ``guided``: each message takes a quarter
+    of the jobs left (at least 1), so a batch ends with single jobs and several workers finish together
+    (guided self-scheduling); else as many full messages as can be (a GPU worker's batches)."""
+    out, at, n = [], 0, len(job_ids)
+    most = max(1, int(most))
+    while at < n:
+        size = min(most, max(1, -(-(n - at) // 4))) if guided else most
+        out.append(list(job_ids[at:at + size]))
+        at += size
+    return out
 
 
 def make_dispatcher(store: Store, settings: Settings):

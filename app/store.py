@@ -75,6 +75,34 @@ events = sa.Table(
 )
 
 
+# The hot statements, built once (building SQLAlchemy expressions costs more than running them on SQLite).
+# Parameters are named p_* (a name of a column is reserved for the SET clause).
+_B = sa.bindparam
+
+
+def _claim_statement(takeable):
+    return (jobs.update().where(jobs.c.id.in_(_B("p_ids", expanding=True)), takeable, jobs.c.attempts < _B("p_max"))
+            .values(status="running", claim=_B("p_token"), worker=_B("p_worker"), started_at=_B("p_now"),
+                    heartbeat_at=_B("p_now"), attempts=jobs.c.attempts + 1)
+            .returning(jobs.c.id, jobs.c.batch_id, jobs.c.name, jobs.c.format, jobs.c.content, jobs.c.options))
+
+
+_TAKEABLE = sa.or_(jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < _B("p_stale")))
+_CLAIM = _claim_statement(_TAKEABLE)
+_CLAIM_FRESH = _claim_statement(sa.and_(jobs.c.status == "queued", jobs.c.attempts == 0))
+_FINISH = (jobs.update().where(jobs.c.id == _B("p_id"), jobs.c.claim == _B("p_token"), jobs.c.status == "running")
+           .values(status=_B("p_status"), result=_B("p_result", type_=jobs.c.result.type),
+                   error=_B("p_error", type_=jobs.c.error.type), finished_at=_B("p_now"), pipeline_s=_B("p_pipeline"),
+                   has_grid=_B("p_grid"), claim=None))
+_RESERVE = (jobs.update().where(jobs.c.id.in_(_B("p_ids", expanding=True)), jobs.c.status == "queued")
+            .values(claim=_B("p_token"), worker=_B("p_worker"), heartbeat_at=_B("p_now")))
+_HEARTBEAT = jobs.update().where(jobs.c.claim.in_(_B("p_tokens", expanding=True))).values(heartbeat_at=_B("p_now"))
+_PUBLISHED = (jobs.update().where(jobs.c.id.in_(_B("p_ids", expanding=True)), jobs.c.status == "queued")
+              .values(published_at=_B("p_now"), broker_epoch=_B("p_epoch")))
+_EVENT = events.insert()
+_GRID = grids.insert()
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -116,6 +144,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        self._callbacks: dict[str, bool] = {}
 
     # --- the API side -------------------------------------------------------------------------
     def create_batch(self, batch: dict, job_rows: list[dict]) -> None:
@@ -129,8 +158,7 @@ class Store:
     def mark_published(self, job_ids: list[str], epoch: str | None) -> None:
         if job_ids:
             with self.engine.begin() as c:
-                c.execute(jobs.update().where(jobs.c.id.in_(job_ids), jobs.c.status == "queued")
-                          .values(published_at=time.time(), broker_epoch=epoch))
+                c.execute(_PUBLISHED, {"p_ids": list(job_ids), "p_now": time.time(), "p_epoch": epoch})
 
     def cache_candidates(self, keys: list[str], per_key: int = 8) -> dict[str, list[dict]]:
         """For each key, finished computed (not themselves cached) jobs with it, oldest first."""
@@ -197,29 +225,77 @@ class Store:
         """Take the job if it is queued, or running under a claim whose heartbeat is older than
         ``lease_s`` (its worker died); None when it is finished or alive elsewhere. A job already
         claimed ``max_attempts`` times (its workers keep dying: time limit, out of memory) fails instead."""
+        claims = self.claim_many([job_id], worker, lease_s, max_attempts)
+        return claims[0] if claims else None
+
+    def claim_many(self, job_ids: list[str], worker: str, lease_s: float, max_attempts: int = 3, *,
+                   fresh_only: bool = False) -> list[Claim]:
+        """:meth:`claim` every job of ``job_ids`` that can be taken, in one transaction and under one
+        token (each finishes on its own); the claims in the order of ``job_ids``. With ``fresh_only``,
+        only queued jobs never claimed before are taken (a batch leaves a job that was lost with a worker
+        to run alone, so a job that kills its worker cannot take its batch-mates' attempts with it)."""
+        if not job_ids:
+            return []
         token, now = new_id(), time.time()
-        takeable = sa.or_(jobs.c.status == "queued",
-                          sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < now - lease_s))
+        ids = list(dict.fromkeys(job_ids))
+        params = {"p_ids": ids, "p_max": max_attempts, "p_token": token, "p_worker": worker, "p_now": now}
         with self.engine.begin() as c:
-            n = c.execute(jobs.update().where(jobs.c.id == job_id, takeable, jobs.c.attempts < max_attempts).values(
-                status="running", claim=token, worker=worker, started_at=now, heartbeat_at=now,
-                attempts=jobs.c.attempts + 1)).rowcount
-            if n != 1:
+            if fresh_only:
+                rows = c.execute(_CLAIM_FRESH, params).all()
+            else:
+                rows = c.execute(_CLAIM, {**params, "p_stale": now - lease_s}).all()
+            if rows:
+                claimed = [{"job_id": r.id, "kind": "claimed", "at": now, "worker": worker} for r in rows]
+                c.execute(_EVENT, claimed[0] if len(claimed) == 1 else claimed)
+            taken = {r.id for r in rows}
+            rest = [i for i in ids if i not in taken]
+            if rest and not fresh_only:
                 error = {"error": {"code": "worker_lost", "input": None, "message":
                                    f"the job's worker was lost {max_attempts} times (killed for time or memory?)"}}
-                if c.execute(jobs.update().where(jobs.c.id == job_id, takeable, jobs.c.attempts >= max_attempts)
-                             .values(status="failed", error=error, finished_at=now, claim=None)).rowcount:
-                    c.execute(events.insert().values(job_id=job_id, kind="failed", at=now, worker=worker))
-                return None
-            c.execute(events.insert().values(job_id=job_id, kind="claimed", at=now, worker=worker))
-            row = c.execute(sa.select(jobs.c.batch_id, jobs.c.name, jobs.c.format, jobs.c.content, jobs.c.options)
-                            .where(jobs.c.id == job_id)).one()
-        return Claim(job_id, token, row.batch_id, row.name, row.format, row.content, dict(row.options))
+                takeable = sa.or_(jobs.c.status == "queued",
+                                  sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < now - lease_s))
+                lost = c.execute(jobs.update().where(jobs.c.id.in_(rest), takeable, jobs.c.attempts >= max_attempts)
+                                 .values(status="failed", error=error, finished_at=now, claim=None)
+                                 .returning(jobs.c.id)).scalars().all()
+                if lost:
+                    c.execute(_EVENT, [{"job_id": i, "kind": "failed", "at": now, "worker": worker} for i in lost])
+        found = {r.id: Claim(r.id, token, r.batch_id, r.name, r.format, r.content, dict(r.options)) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def reserve(self, job_ids: list[str], worker: str) -> str:
+        """Mark the still-queued jobs of ``job_ids`` as held by ``worker`` (one message carries them all)
+        under a new token, with a heartbeat; they stay queued until claimed one by one. If the worker
+        dies, their heartbeat goes stale and :meth:`requeue_dead` hands them back to the sweep."""
+        token, now = new_id(), time.time()
+        with self.engine.begin() as c:
+            c.execute(_RESERVE, {"p_ids": list(job_ids), "p_token": token, "p_worker": worker, "p_now": now})
+        return token
+
+    def release(self, token: str) -> list[str]:
+        """Give back the jobs still held under reservation ``token`` (unpublished: the sweep re-sends them)."""
+        with self.engine.begin() as c:
+            return list(c.execute(jobs.update().where(jobs.c.claim == token, jobs.c.status == "queued")
+                                  .values(claim=None, published_at=None).returning(jobs.c.id)).scalars())
+
+    def has_callback(self, batch_id: str) -> bool:
+        """Whether the batch asked for a callback (fixed at creation, so remembered per process)."""
+        known = self._callbacks.get(batch_id)
+        if known is None:
+            with self.engine.connect() as c:
+                url = c.execute(sa.select(batches.c.callback_url).where(batches.c.id == batch_id)).scalar_one_or_none()
+            if len(self._callbacks) >= 4096:
+                self._callbacks.clear()
+            known = self._callbacks[batch_id] = url is not None
+        return known
 
     def heartbeat(self, claim: Claim) -> None:
-        with self.engine.begin() as c:
-            c.execute(jobs.update().where(jobs.c.id == claim.job_id, jobs.c.claim == claim.token)
-                      .values(heartbeat_at=time.time()))
+        self.heartbeat_tokens([claim.token])
+
+    def heartbeat_tokens(self, tokens: list[str]) -> None:
+        """Refresh the heartbeat of every job claimed or reserved under one of ``tokens``."""
+        if tokens:
+            with self.engine.begin() as c:
+                c.execute(_HEARTBEAT, {"p_tokens": list(tokens), "p_now": time.time()})
 
     def finish(self, claim: Claim, *, result: dict | None = None, error: dict | None = None,
                cube_gz: bytes | None = None, pipeline_s: float | None = None, worker: str | None = None) -> bool:
@@ -227,27 +303,27 @@ class Store:
         status = "failed" if error is not None else "done"
         now = time.time()
         with self.engine.begin() as c:
-            n = c.execute(jobs.update().where(jobs.c.id == claim.job_id, jobs.c.claim == claim.token,
-                                              jobs.c.status == "running")
-                          .values(status=status, result=result, error=error, finished_at=now, pipeline_s=pipeline_s,
-                                  has_grid=cube_gz is not None, claim=None)).rowcount
+            n = c.execute(_FINISH, {"p_id": claim.job_id, "p_token": claim.token, "p_status": status, "p_result": result,
+                                    "p_error": error, "p_now": now, "p_pipeline": pipeline_s,
+                                    "p_grid": cube_gz is not None}).rowcount
             if n != 1:
                 return False
             if cube_gz is not None:
-                c.execute(grids.insert().values(job_id=claim.job_id, cube_gz=cube_gz))
-            c.execute(events.insert().values(job_id=claim.job_id, kind=status, at=now, worker=worker))
+                c.execute(_GRID, {"job_id": claim.job_id, "cube_gz": cube_gz})
+            c.execute(_EVENT, {"job_id": claim.job_id, "kind": status, "at": now, "worker": worker})
         return True
 
     # --- the sweep ------------------------------------------------------------------------------
     def requeue_dead(self, lease_s: float) -> list[str]:
-        """Put running jobs whose heartbeat is older than ``lease_s`` back to queued; their ids."""
+        """Put running jobs whose heartbeat is older than ``lease_s`` back to queued, and free queued jobs
+        whose reservation's heartbeat is that old (:meth:`reserve`); both unpublished. Their ids."""
         limit = time.time() - lease_s
+        dead = sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < limit)
+        held = sa.and_(jobs.c.status == "queued", jobs.c.claim.is_not(None), jobs.c.heartbeat_at < limit)
         with self.engine.begin() as c:
-            ids = list(c.execute(sa.select(jobs.c.id).where(jobs.c.status == "running", jobs.c.heartbeat_at < limit))
-                       .scalars())
+            ids = list(c.execute(jobs.update().where(sa.or_(dead, held))
+                                 .values(status="queued", claim=None, published_at=None).returning(jobs.c.id)).scalars())
             if ids:
-                c.execute(jobs.update().where(jobs.c.id.in_(ids), jobs.c.status == "running", jobs.c.heartbeat_at < limit)
-                          .values(status="queued", claim=None, published_at=None))
                 c.execute(events.insert(), [{"job_id": i, "kind": "requeued", "at": time.time()} for i in ids])
         return ids
 

@@ -12,11 +12,17 @@ small batch, then times one batch of distinct structures from the POST to the la
   parsing again in the worker). With 2 workers on a small machine the pipeline itself slows down
   (shared cores), which this does not count as overhead.
 * in-worker overhead (ms): mean (finished − started) − pipeline time, from the store.
+* gap (ms): mean idle time of a worker slot between two of its jobs (store writes after the finish
+  time, handing over the next job, a Celery message round trip).
+* submit (ms): the POST's answer time per job (validation, cache key, store, publishing).
+* load: the 1-minute load average when the mode finished (the machine is shared: compare runs made
+  side by side only).
 Target: overhead ≤ 20 ms per job. Small grids (coarse ``--spacing``) make the overhead visible.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import socket
@@ -116,14 +122,19 @@ def measure(mode: str, args, env: dict, folder: Path) -> dict:
         batch_id, posted, wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
         store = Store(db_url)
         with store.engine.connect() as c:
-            rows = c.execute(sa.select(jobs.c.pipeline_s, jobs.c.started_at, jobs.c.finished_at)
+            rows = c.execute(sa.select(jobs.c.pipeline_s, jobs.c.started_at, jobs.c.finished_at, jobs.c.worker)
                              .where(jobs.c.batch_id == batch_id)).all()
         store.engine.dispose()
         pipeline = float(np.mean([r.pipeline_s for r in rows]))
         in_worker = float(np.mean([r.finished_at - r.started_at - r.pipeline_s for r in rows]))
+        gaps = []  # a worker slot idle between two of its jobs (message round trip, polling, …)
+        for slot in {r.worker for r in rows}:
+            mine = sorted((r.started_at, r.finished_at) for r in rows if r.worker == slot)
+            gaps += [b[0] - a[1] for a, b in itertools.pairwise(mine)]
         return {"mode": mode, "workers": workers, "jobs": args.jobs, "wall_s": wall,
                 "jobs_per_hour": args.jobs / wall * 3600, "pipeline_ms": pipeline * 1e3,
                 "overhead_ms": (wall * workers / args.jobs - pipeline) * 1e3, "in_worker_ms": in_worker * 1e3,
+                "gap_ms": float(np.mean(gaps)) * 1e3 if gaps else float("nan"),
                 "submit_ms": posted / args.jobs * 1e3}
     finally:
         for p in procs:
@@ -144,11 +155,12 @@ def main() -> None:
         ElfModel.untrained(n_members=2).save(ckpt)
         env = {**os.environ, "ELFSCREEN_MODEL": str(ckpt), "ELFSCREEN_SWEEP_EVERY_S": "5"}
         print(f"{'mode':<10}{'jobs':>6}{'wall s':>9}{'jobs/h':>10}{'pipeline ms':>13}{'overhead ms':>13}"
-              f"{'in-worker ms':>14}{'submit ms':>11}", flush=True)
+              f"{'in-worker ms':>14}{'gap ms':>9}{'submit ms':>11}  load", flush=True)
         for mode in args.modes.split(","):
             r = measure(mode, args, env, folder)
             print(f"{r['mode']:<10}{r['jobs']:>6}{r['wall_s']:>9.1f}{r['jobs_per_hour']:>10.0f}{r['pipeline_ms']:>13.1f}"
-                  f"{r['overhead_ms']:>13.1f}{r['in_worker_ms']:>14.1f}{r['submit_ms']:>11.2f}", flush=True)
+                  f"{r['overhead_ms']:>13.1f}{r['in_worker_ms']:>14.1f}{r['gap_ms']:>9.1f}{r['submit_ms']:>11.2f}  "
+                  f"{os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

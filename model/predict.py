@@ -1,12 +1,14 @@
 """Structure → predicted ELF grid: the descriptor streamed chunk by chunk into the network.
 
 The grid follows elfscreen's convention (point (i, j, k) at fractional (i/N1, j/N2, k/N3)); its size
-comes from a spacing in Å or is given exactly (to predict on a reference DFT grid).
+comes from a spacing in Å or is given exactly (to predict on a reference DFT grid). :func:`predict_grids`
+predicts several structures with one network call per round of chunks (a GPU worker's batches).
 """
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,29 +48,85 @@ def predict_grid(structure: Structure, model: ElfModel, shape: tuple[int, int, i
                  spacing_a: float = DEFAULT_SPACING_A, device: str | None = None, name: str = "<structure>",
                  max_chunk_mb: float = 256.0) -> Prediction:
     """Predict the ELF of ``structure`` on a grid of ``shape`` (or from ``spacing_a``)."""
-    shape = tuple(int(n) for n in shape) if shape is not None else grid_shape(structure, spacing_a)
-    if len(shape) != 3 or min(shape) < 2:
-        raise ValueError(f"grid must be three sizes ≥ 2, got {shape}")
+    return predict_grids([structure], model, shapes=[shape], spacing_a=spacing_a, device=device, names=[name],
+                         max_chunk_mb=max_chunk_mb)[0]
+
+
+def predict_grids(structures: Sequence[Structure], model: ElfModel,
+                  shapes: Sequence[tuple[int, int, int] | None] | None = None, spacing_a: float = DEFAULT_SPACING_A,
+                  device: str | None = None, names: Sequence[str] | None = None,
+                  max_chunk_mb: float = 256.0) -> list[Prediction]:
+    """Predict the ELF of several structures, batched: one network call per round of descriptor chunks.
+
+    The descriptor is computed per structure (as :func:`predict_grid` does); each round takes the next
+    chunk of every structure that has one left and runs the ensemble once on their concatenation, so a
+    GPU sees one large call instead of one small call per structure. Each result equals
+    :func:`predict_grid` of that structure alone (to float rounding of the matrix products, ≤ 1e-6).
+    ``shapes`` (one per structure, None: from ``spacing_a``) and ``names`` default per structure; the
+    descriptor's working memory, ``max_chunk_mb``, is shared by the structures of the batch. Timings
+    per structure: its own descriptor time and its share (by points) of the network calls. Any error
+    (a bad shape, out of memory) is raised for the whole batch: callers that must isolate failures run
+    the structures again one by one.
+    """
+    structures = list(structures)
+    count = len(structures)
+    shapes = [None] * count if shapes is None else list(shapes)
+    names = ["<structure>"] * count if names is None else list(names)
+    if len(shapes) != count or len(names) != count:
+        raise ValueError(f"{count} structures need as many shapes and names, got {len(shapes)} and {len(names)}")
+    if not count:
+        return []
+    sizes = []
+    for i, structure in enumerate(structures):
+        shape = tuple(int(n) for n in shapes[i]) if shapes[i] is not None else grid_shape(structure, spacing_a)
+        if len(shape) != 3 or min(shape) < 2:
+            raise ValueError(f"grid must be three sizes ≥ 2, got {shape}")
+        sizes.append(shape)
     dev = pick_device(device)
     model.to(dev)
-    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
-    frac = idx / np.array(shape)
-    members = np.empty((len(model.members), len(frac)), dtype=np.float32)
-    t_desc = t_net = 0.0
-    start = time.perf_counter()
-    for rows, feats in iter_describe(structure, frac, model.descriptor, dev, max_chunk_mb=max_chunk_mb):
-        _sync(dev)
-        t1 = time.perf_counter()
-        t_desc += t1 - start
-        with torch.no_grad():
-            x = model.standardise(feats)
-            out = torch.stack([m.eval()(x) for m in model.members])
-        members[:, rows] = out.cpu().numpy()
+    n_members = len(model.members)
+    members = [np.empty((n_members, math.prod(shape)), dtype=np.float32) for shape in sizes]
+    # a suspended stream keeps its last chunk's working tensors: the memory cap is shared
+    streams = [iter_describe(s, _grid_points(shape), model.descriptor, dev, max_chunk_mb=max_chunk_mb / count)
+               for s, shape in zip(structures, sizes)]
+    t_desc, t_net = [0.0] * count, [0.0] * count
+    live = list(range(count))
+    while live:
+        parts = []
+        for i in live:
+            start = time.perf_counter()
+            chunk = next(streams[i], None)
+            _sync(dev)
+            t_desc[i] += time.perf_counter() - start
+            if chunk is not None:
+                parts.append((i, *chunk))
+        if not parts:
+            break
         start = time.perf_counter()
-        t_net += start - t1
-    members = members.reshape(len(model.members), *shape)
-    grid = ElfGrid(structure, members.mean(axis=0).astype(np.float64), name)
-    return Prediction(grid, members, str(dev), {"descriptor": t_desc, "network": t_net})
+        with torch.no_grad():
+            feats = parts[0][2] if len(parts) == 1 else torch.cat([f for _, _, f in parts])
+            x = model.standardise(feats)
+            out = torch.stack([m.eval()(x) for m in model.members]).cpu().numpy()
+        at = 0
+        for i, rows, _ in parts:
+            members[i][:, rows] = out[:, at:at + len(rows)]
+            at += len(rows)
+        elapsed = time.perf_counter() - start
+        for i, rows, _ in parts:
+            t_net[i] += elapsed * len(rows) / at
+        live = [i for i, _, _ in parts]
+    preds = []
+    for i, (structure, shape) in enumerate(zip(structures, sizes)):
+        values = members[i].reshape(n_members, *shape)
+        grid = ElfGrid(structure, values.mean(axis=0).astype(np.float64), names[i])
+        preds.append(Prediction(grid, values, str(dev), {"descriptor": t_desc[i], "network": t_net[i]}))
+    return preds
+
+
+def _grid_points(shape: tuple[int, int, int]) -> np.ndarray:
+    """Fractional coordinates of every point of the grid, in C order of (i, j, k)."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    return idx / np.array(shape)
 
 
 def _sync(device: torch.device) -> None:

@@ -23,8 +23,8 @@ from app.api import create_app
 from app.config import Settings
 from model.pipeline import load_model, screen_structure
 from model.structures import parse_structure
-from test_service_common import (OPTIONS, SPACING, as_files, comparable, make_checkpoint, many_structures, structures,
-                                 wait_for)
+from test_service_common import (OPTIONS, SPACING, as_files, comparable, make_checkpoint, many_structures, same,
+                                 structures, wait_for)
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -201,5 +201,56 @@ def test_redis_restart_mid_batch_every_job_finishes_once(checkpoint, pg_url, own
             own_redis.start()
             done = finished(client, batch["batch_id"])
             assert_exactly_once(client, done)
+    finally:
+        worker.stop()
+
+
+def test_worker_killed_holding_several_jobs_every_job_finishes_once(checkpoint, pg_url, own_redis, tmp_path):
+    """Several jobs travel in one message; the jobs it still holds when its worker dies are re-sent by the
+    sweep after the lease (they were reserved), not left to the broker's redelivery hours later."""
+    queue = "cpu"
+    first = Worker(own_redis.url, pg_url, queue, tmp_path / "w-held.log")
+    second = None
+    try:
+        with api(own_redis.url, pg_url, queue) as client:
+            batch = submit(client, many_structures(12, seed=41))  # messages of 3, 3, 2, 1, 1, 1, 1 jobs
+            held = [j["id"] for j in batch["jobs"][:3]]
+
+            def states(b):
+                return [j["status"] for j in b["jobs"] if j["id"] in held]
+
+            mid = wait_for(lambda: client.get(f"/v1/batches/{batch['batch_id']}").json(),
+                           lambda b: "running" in states(b) and "queued" in states(b), 150, 0.05)
+            assert "queued" in states(mid), (states(mid), (tmp_path / "w-held.log").read_text()[-3000:])
+            first.kill9()
+            second = Worker(own_redis.url, pg_url, queue, tmp_path / "w-held-2.log")
+            done = finished(client, batch["batch_id"])
+            assert_exactly_once(client, done)
+            store = client.app.state.store
+            waiting = [j for j in mid["jobs"] if j["id"] in held and j["status"] == "queued"]
+            for j in waiting:
+                assert store.event_counts(j["id"]).get("requeued") == 1
+                assert next(d for d in done["jobs"] if d["id"] == j["id"])["attempts"] == 1  # never ran before
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+
+
+def test_gpu_queue_screens_a_message_as_one_batch(checkpoint, pg_url, own_redis, tmp_path):
+    """A worker on the gpu queue takes the jobs of a message together (batched prediction; the CPU here)
+    with results equal to the one-structure pipeline."""
+    worker = Worker(own_redis.url, pg_url, "gpu", tmp_path / "w-gpu.log")
+    try:
+        with api(own_redis.url, pg_url, "gpu") as client:
+            structs = many_structures(5, seed=51)
+            batch = finished(client, submit(client, structs)["batch_id"])
+            assert_exactly_once(client, batch)
+            assert len({j["started_at"] for j in batch["jobs"]}) == 1, (tmp_path / "w-gpu.log").read_text()[-3000:]
+            model = load_model()
+            for job in batch["jobs"]:
+                s = parse_structure(structs[job["name"]].to(fmt="poscar"), "poscar", job["name"])
+                expected = screen_structure(s, job["name"], model, spacing_a=SPACING).model_dump(mode="json")
+                assert same(comparable(job["result"]), comparable(expected))
     finally:
         worker.stop()

@@ -70,6 +70,17 @@ def comparable(result: dict) -> dict:
     return out
 
 
+def same(a, b) -> bool:
+    """Equal results up to float rounding (a batched matrix product may round a last bit otherwise)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= 1e-9 + 1e-6 * abs(b)
+    return a == b
+
+
 def many_structures(n: int, seed: int = 11) -> dict[str, Structure]:
     """``n`` distinct small H crystals (P1, atoms ≥ 0.7 Å apart), named h_000, h_001, …"""
     rng = np.random.default_rng(seed)

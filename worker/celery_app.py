@@ -1,9 +1,12 @@
-"""The Celery application: Redis broker, one message per job (its id), results in the job store.
+"""The Celery application: Redis broker, messages of job ids, results in the job store.
 
 Start a worker with ``celery -A worker.celery_app worker -Q cpu`` (or ``-Q gpu`` with
-``ELFSCREEN_DEVICE=cuda`` and ``--concurrency 1``). Delivery is at-least-once: a message is acknowledged
-only after its job ran (``acks_late``), and given back when the worker process dies
-(``reject_on_worker_lost``); the store's claim makes a second delivery harmless.
+``ELFSCREEN_DEVICE=cuda`` and ``--concurrency 1``). The API publishes up to
+``ELFSCREEN_JOBS_PER_MESSAGE`` job ids per message to ``cpu`` (:data:`MANY_TASK`: run one after another)
+and ``ELFSCREEN_GPU_BATCH`` to ``gpu`` (:data:`BATCH_TASK`: predicted as one batch). Delivery is
+at-least-once: a message is acknowledged only after its jobs ran (``acks_late``), and given back when
+the worker process dies (``reject_on_worker_lost``); the store's claim makes a second delivery harmless,
+and its reservations let the sweep re-send the jobs of a message whose worker died.
 """
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from kombu import Queue
 
 from app.config import Settings
 
-TASK_NAME = "elfscreen.screen"
+TASK_NAME = "elfscreen.screen"  # one job id (messages published before batching)
+MANY_TASK = "elfscreen.screen_many"  # a list of job ids, run one after another
+BATCH_TASK = "elfscreen.screen_batch"  # a list of job ids, predicted as one batch
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
 
@@ -28,10 +33,12 @@ def make_app(settings: Settings) -> Celery:
         task_ignore_result=True,  # results live in the job store
         task_serializer="json",
         accept_content=["json"],
-        task_time_limit=settings.task_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,  # per job: a message of k jobs is sent with k times it
         task_soft_time_limit=settings.task_time_limit_s * 0.95,
-        # Redis redelivers an unacknowledged message after this; longer than any job, else it would run twice
-        broker_transport_options={"visibility_timeout": int(settings.task_time_limit_s) + 600},
+        # Redis redelivers an unacknowledged message after this; longer than any message, else it would run
+        # twice (harmless, but wasted); a lost worker's jobs come back sooner through the sweep
+        broker_transport_options={"visibility_timeout": int(settings.task_time_limit_s * max(
+            1, settings.jobs_per_message, settings.gpu_batch)) + 600},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker outlives a Redis restart
         worker_cancel_long_running_tasks_on_connection_loss=False,

@@ -1,4 +1,6 @@
-"""The one Celery task: run a stored job through ``model.pipeline`` (via :func:`app.jobs.run_job`).
+"""The Celery tasks: run stored jobs through ``model.pipeline``: one job (:func:`app.jobs.run_job`), the
+jobs of a ``cpu`` message one after another (:func:`app.jobs.run_jobs`), or those of a ``gpu`` message as
+one batch (:func:`app.jobs.run_batch`, one network call per round of descriptor chunks).
 
 Each worker process loads the ELF model once, when it starts, and keeps one store connection pool.
 Only transient failures are retried (the job store unreachable); a bad structure or model fails its
@@ -14,10 +16,10 @@ from celery.signals import worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.config import Settings
-from app.jobs import get_model, run_job
+from app.jobs import get_model, run_batch, run_job, run_jobs
 from app.store import Store
 from model.errors import InputError
-from worker.celery_app import TASK_NAME, app
+from worker.celery_app import BATCH_TASK, MANY_TASK, TASK_NAME, app
 
 log = logging.getLogger("elfscreen.worker")
 SETTINGS = Settings.from_env()
@@ -38,8 +40,27 @@ def _load_model(**_) -> None:
         log.error("%s", err)
 
 
-@app.task(name=TASK_NAME, bind=True, autoretry_for=(OperationalError, InterfaceError), retry_backoff=True,
-          retry_backoff_max=60, max_retries=10)
+RETRY = {"bind": True, "autoretry_for": (OperationalError, InterfaceError), "retry_backoff": True,
+         "retry_backoff_max": 60, "max_retries": 10}  # only transient failures: the store unreachable
+
+
+def _worker(task) -> str:
+    return f"{task.request.hostname}:{os.getpid()}"
+
+
+@app.task(name=TASK_NAME, **RETRY)
 def screen(self, job_id: str) -> str | None:
     """Screen the stored job ``job_id``; returns its final status (None: a duplicate delivery)."""
-    return run_job(store(), job_id, SETTINGS, worker=f"{self.request.hostname}:{os.getpid()}")
+    return run_job(store(), job_id, SETTINGS, worker=_worker(self))
+
+
+@app.task(name=MANY_TASK, **RETRY)
+def screen_many(self, job_ids: list[str]) -> list[str | None]:
+    """Screen the stored jobs ``job_ids`` one after another (the ``cpu`` queue)."""
+    return run_jobs(store(), job_ids, SETTINGS, worker=_worker(self))
+
+
+@app.task(name=BATCH_TASK, **RETRY)
+def screen_batch(self, job_ids: list[str]) -> list[str | None]:
+    """Screen the stored jobs ``job_ids`` as one batch on this worker's device (the ``gpu`` queue)."""
+    return run_batch(store(), job_ids, SETTINGS, worker=_worker(self))
