@@ -26,7 +26,7 @@ from app.store import Claim, Store, new_id
 from model.descriptor import pick_device
 from model.errors import InputError
 from model.network import ElfModel, file_sha256
-from model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, load_model, screen_prediction
+from model.pipeline import load_model, model_path, screen_prediction
 from model.predict import grid_shape, predict_grid, predict_grids
 from model.structures import StructureLimits, guess_format, parse_structure
 from model.volumetric import write_grid
@@ -47,7 +47,7 @@ _model_lock = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _load(device: str | None) -> tuple[ElfModel, str]:
-    path = Path(os.environ.get("ELFSCREEN_MODEL") or WEIGHTS_DIR / DEFAULT_MODEL)
+    path = model_path()
     model = load_model(None, device)
     return model, f"{model.model_version}:{file_sha256(path)[:16]}"
 

@@ -83,9 +83,14 @@ class NoModelError(InputError):
     code = "no_model"
 
 
+def model_path(path: str | Path | None = None) -> Path:
+    """``path``, else ``$ELFSCREEN_MODEL``, else the checkpoint shipped in ``model/weights/``."""
+    return Path(path or os.environ.get("ELFSCREEN_MODEL") or WEIGHTS_DIR / DEFAULT_MODEL)
+
+
 def load_model(path: str | Path | None = None, device: str | None = None) -> ElfModel:
-    """The ELF model at ``path``, else at ``$ELFSCREEN_MODEL``, else the one shipped in ``model/weights/``."""
-    path = Path(path or os.environ.get("ELFSCREEN_MODEL") or WEIGHTS_DIR / DEFAULT_MODEL)
+    """The ELF model at :func:`model_path` (``path``, ``$ELFSCREEN_MODEL`` or the shipped one)."""
+    path = model_path(path)
     if not path.exists():
         if path.parent == WEIGHTS_DIR:
             raise NoModelError(path.name, "no trained ELF model is installed with elfscreen yet; pass --model CHECKPOINT "
