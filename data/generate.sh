@@ -5,10 +5,10 @@
 #   nohup bash data/generate.sh > /tmp/elfscreen-dataset.log 2>&1 &
 set -u
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+ELFSCREEN=${ELFSCREEN:-elfscreen}
 CRYSTALS=${CRYSTALS:-400}
 FLUIDS=${FLUIDS:-80}
 for round in $(seq 1 50); do
-  $PY -m model.dataset generate --out data/crystal --kind crystal --count "$CRYSTALS" --max-new 25 || exit $?
-  $PY -m model.dataset generate --out data/fluid --kind fluid --count "$FLUIDS" --min-atoms 32 --max-atoms 48 --max-new 4 || exit $?
+  $ELFSCREEN dataset generate --out data/crystal --kind crystal --count "$CRYSTALS" --max-new 25 || exit $?
+  $ELFSCREEN dataset generate --out data/fluid --kind fluid --count "$FLUIDS" --min-atoms 32 --max-atoms 48 --max-new 4 || exit $?
 done

@@ -552,7 +552,7 @@ def summary(out_dir: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-# command line (``elfscreen dataset …`` delegates here; also ``python -m model.dataset …``)
+# command line (``elfscreen dataset …`` delegates here)
 # ---------------------------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -605,18 +605,3 @@ def run(args: argparse.Namespace) -> int:
                       settings=st, options=opts, max_new=args.max_new)
     print(json.dumps(counts))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.dataset", description="DFT ELF datasets of dense hydrogen.")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except InputError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

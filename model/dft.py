@@ -483,10 +483,7 @@ def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = Dft
         record["volume_per_atom_a3"] = round(relaxed.volume / len(relaxed), 5)
         return relaxed, record
     finally:
-        if own and not keep:
-            shutil.rmtree(work, ignore_errors=True)
-        elif not keep:
-            shutil.rmtree(work / "tmp", ignore_errors=True)
+        _clean_up(work, own, keep)
 
 
 def elf_of(structure: Structure, settings: DftSettings = DftSettings(), workdir=None, relax_pressure_gpa: float | None = None,
@@ -569,10 +566,14 @@ def elf_of(structure: Structure, settings: DftSettings = DftSettings(), workdir=
             raise DftError(name, "; ".join(problems), record)
         return grid, record
     finally:
-        if own and not keep:
-            shutil.rmtree(work, ignore_errors=True)
-        elif not keep:
-            shutil.rmtree(work / "tmp", ignore_errors=True)
+        _clean_up(work, own, keep)
+
+
+def _clean_up(work: Path, own: bool, keep: bool) -> None:
+    """Remove a run's folder (ours) or only its QE scratch (the caller's), unless asked to keep it."""
+    if keep:
+        return
+    shutil.rmtree(work if own else work / "tmp", ignore_errors=True)
 
 
 def _check_grid(grid: ElfGrid, raw: ElfGrid, info: dict) -> list[str]:

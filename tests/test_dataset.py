@@ -178,10 +178,10 @@ def test_real_dft_generation_is_resumable(tmp_path):
 
 
 def test_command_line_summary_and_bad_kind(tmp_path, capsys):
-    from model.dataset import main
+    from app.cli import main
 
     generate(tmp_path, "crystal", 1, options=SMALL, runner=FakeRunner(), relax_fraction=0.0)
-    assert main(["summary", str(tmp_path)]) == 0
+    assert main(["dataset", "summary", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["entries"] == 1
     with pytest.raises(SystemExit):
-        main(["generate", "--out", str(tmp_path), "--kind", "gas", "--count", "1"])
+        main(["dataset", "generate", "--out", str(tmp_path), "--kind", "gas", "--count", "1"])
