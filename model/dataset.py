@@ -22,7 +22,11 @@ first. Kinds:
   volume with an H–H tolerance of 1.0 Å between atoms (molecules: between atoms of different
   molecules); a fraction is relaxed at 100 GPa (pw.x vc-relax) before the ELF;
 - ``fluid``: hand-made snapshots of the dense fluid (76–139 GPa, ≈ 1500 K): H2 molecules with thermal
-  spread of bond length and random orientation, plus dissociated atoms, in near-cubic cells.
+  spread of bond length and random orientation, plus dissociated atoms, in near-cubic cells;
+- ``fluid-md``: snapshots of short Born–Oppenheimer MD runs (:func:`model.dft.md`, 1500 K, fixed cell)
+  started from a hand-made fluid cell, one trajectory per nominal pressure in turn (76, 115, 139 GPa by
+  default, the paper's three); entry ``index`` is snapshot ``index % snapshots`` of trajectory
+  ``index // snapshots``. Each trajectory runs once; its snapshots are kept in ``DIR/md/<trajectory>.json``.
 
 Lengths Å, volumes Å³, pressures GPa.
 """
@@ -48,12 +52,12 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from model import __version__
-from model.dft import DftError, DftSettings, elf_of
+from model.dft import DftError, DftSettings, elf_of, md
 from model.errors import InputError, StructureError
 from model.structures import validate_structure
 from model.volumetric import ElfGrid
 
-KINDS = ("crystal", "fluid")
+KINDS = ("crystal", "fluid", "fluid-md")  # append only: the index seeds the random streams
 FAMILIES = {  # crystal family → space-group range (trigonal and hexagonal both in the hexagonal family; listed apart)
     "triclinic": (1, 2), "monoclinic": (3, 15), "orthorhombic": (16, 74), "tetragonal": (75, 142),
     "trigonal": (143, 167), "hexagonal": (168, 194), "cubic": (195, 230),
@@ -82,7 +86,16 @@ class GeneratorOptions:
     fluid_bond_mean_a: float = 0.75
     fluid_bond_sigma_a: float = 0.05  # thermal + zero-point spread of the H2 bond at ≈ 1500 K
     fluid_hh_tolerance_a: float = 1.0  # between different molecules/atoms (lowered stepwise if packing fails)
+    md_pressures_gpa: tuple[float, ...] = (76.0, 115.0, 139.0)  # trajectory t runs at md_pressures_gpa[t % len]
+    md_atoms: int = 32
+    md_steps: int = 160
+    md_first_snapshot: int = 40  # steps before the first snapshot (the hand-made start relaxes)
+    md_snapshot_every: int = 20
     stride: int = 2  # store every stride-th grid point (1: full resolution)
+
+    @property
+    def md_snapshot_steps(self) -> list[int]:
+        return list(range(self.md_first_snapshot, self.md_steps + 1, self.md_snapshot_every))
 
 
 def fluid_volume_per_atom(pressure_gpa: float, temperature_k: float = 1500.0) -> float:
@@ -143,7 +156,27 @@ def plan(kind: str, seed: int, index: int, options: GeneratorOptions = Generator
                 "bond_mean_a": options.fluid_bond_mean_a, "bond_sigma_a": options.fluid_bond_sigma_a,
                 "hh_tolerance_a": options.fluid_hh_tolerance_a, "source": "hand-made mixture",
                 "relax_pressure_gpa": None}
+    if kind == "fluid-md":
+        steps = options.md_snapshot_steps
+        t, j = divmod(index, len(steps))
+        p = options.md_pressures_gpa[t % len(options.md_pressures_gpa)]
+        n = options.md_atoms
+        f_free = float(_rng(kind, seed, t).uniform(*options.fluid_dissociated_fraction))
+        n_free = round(f_free * n)
+        if (n - n_free) % 2:
+            n_free += 1
+        return {"kind": kind, "n_atoms": n, "pressure_nominal_gpa": p, "temperature_k": options.fluid_temperature_k,
+                "volume_per_atom_a3": round(fluid_volume_per_atom(p, options.fluid_temperature_k), 4),
+                "n_molecules": (n - n_free) // 2, "n_dissociated": n_free,
+                "bond_mean_a": options.fluid_bond_mean_a, "bond_sigma_a": options.fluid_bond_sigma_a,
+                "hh_tolerance_a": options.fluid_hh_tolerance_a, "source": "Born-Oppenheimer MD snapshot",
+                "trajectory": trajectory_id(seed, t), "trajectory_index": t, "md_steps": options.md_steps,
+                "snapshot_step": steps[j], "relax_pressure_gpa": None}
     raise InputError("kind", f"unknown dataset kind {kind!r}; use one of {', '.join(KINDS)}")
+
+
+def trajectory_id(seed: int, trajectory: int) -> str:
+    return f"md-s{seed}-t{trajectory:04d}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -329,11 +362,68 @@ def _insert(lattice: Lattice, inv: np.ndarray, bonds: np.ndarray, n_free: int, t
 
 
 def build_structure(kind: str, seed: int, index: int, params: dict) -> tuple[Structure, dict]:
-    """The structure of entry ``index`` (deterministic given kind, seed, index and the pyxtal version)."""
+    """The structure of entry ``index`` (deterministic given kind, seed, index and the pyxtal version);
+    for ``fluid-md``, the hand-made start of the entry's trajectory."""
+    if kind == "fluid-md":
+        rng = _rng(kind, seed, params["trajectory_index"], stream=1)
+        structure, info = make_fluid(params, rng)
+        _check(structure, params["trajectory"])
+        return structure, info
     rng = _rng(kind, seed, index, stream=1)
     structure, info = (make_crystal if kind == "crystal" else make_fluid)(params, rng)
     _check(structure, entry_id(kind, seed, index))
     return structure, info
+
+
+MdRunner = Callable[..., tuple[list[dict], dict]]
+
+
+def md_snapshot(md_dir: Path, seed: int, index: int, params: dict, settings: DftSettings,
+                md_runner: MdRunner, snapshot_steps: list[int]) -> tuple[Structure, dict]:
+    """The structure of a ``fluid-md`` entry: its snapshot of the trajectory, run first if needed and
+    kept in ``md_dir/<trajectory>.json`` (frames at the snapshot steps, the run's record; or the
+    failure, so that a failed trajectory is not rerun). Raises :class:`DftError` for a failed run."""
+    path = md_dir / f"{params['trajectory']}.json"
+    if not path.is_file():
+        start, info = build_structure("fluid-md", seed, index, params)
+        try:
+            frames, record = md_runner(start, params["temperature_k"], params["md_steps"], settings,
+                                       name=params["trajectory"])
+        except DftError as exc:
+            _write_json(path, {"trajectory": params["trajectory"], "failed": exc.problem, "record": exc.record})
+            raise
+        keep = set(snapshot_steps)
+        pressures = [f["pressure_gpa"] for f in frames if f["pressure_gpa"] is not None and f["step"] >= min(keep)]
+        _write_json(path, {
+            "trajectory": params["trajectory"], "start": info, "record": record,
+            "mean_pressure_gpa": round(float(np.mean(pressures)), 2) if pressures else None,  # over the snapshot window
+            "frames": [{"step": f["step"], "temperature_k": f["temperature_k"], "pressure_gpa": f["pressure_gpa"],
+                        "lattice": np.round(f["structure"].lattice.matrix, 10).tolist(),
+                        "frac_coords": np.round(f["structure"].frac_coords, 10).tolist()}
+                       for f in frames if f["step"] in keep]})
+    data = json.loads(path.read_text())
+    if "failed" in data:
+        raise DftError(params["trajectory"], f"the MD trajectory failed: {data['failed']}", data.get("record") or {})
+    frame = next((f for f in data["frames"] if f["step"] == params["snapshot_step"]), None)
+    if frame is None:
+        raise DftError(params["trajectory"], f"the trajectory has no step {params['snapshot_step']}", {})
+    structure = Structure(Lattice(frame["lattice"]), ["H"] * len(frame["frac_coords"]), frame["frac_coords"])
+    _check(structure, entry_id("fluid-md", seed, index))
+    dt_fs = (data["record"] or {}).get("dt_fs")
+    return structure, {"trajectory": params["trajectory"], "step": frame["step"],
+                       "time_fs": round(frame["step"] * dt_fs, 2) if dt_fs else None,
+                       "temperature_k": frame["temperature_k"], "md_pressure_gpa": frame["pressure_gpa"],
+                       "trajectory_mean_pressure_gpa": data.get("mean_pressure_gpa"),
+                       "md_settings": {k: (data["record"] or {}).get(k) for k in
+                                       ("ecutwfc_ry", "ecutrho_ry", "kmesh", "dt_fs", "qe_version")},
+                       "n_atoms": len(structure), "min_hh_a": round(min_hh_distance(structure), 4)}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, default=_json_default))
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -431,12 +521,12 @@ Runner = Callable[..., tuple[ElfGrid, dict]]
 def generate(out_dir: str | Path, kind: str, count: int, seed: int = 0, relax_fraction: float | None = None,
              progress: Callable[[dict], None] | None = None, *, settings: DftSettings = DftSettings(),
              options: GeneratorOptions = GeneratorOptions(), runner: Runner | None = None,
-             max_new: int | None = None) -> dict:
+             max_new: int | None = None, md_runner: MdRunner | None = None) -> dict:
     """Make (or continue) a dataset of ``count`` structures of ``kind`` in ``out_dir``.
 
     ``relax_fraction`` (default 0.2 for crystals, 0 for fluids): share of structures relaxed at
     ``options.relax_pressure_gpa`` before the ELF (among cells of at most ``options.relax_max_atoms``). ``progress`` is called with a dict after every
-    structure. ``runner`` replaces :func:`model.dft.elf_of` (tests). ``max_new`` stops after that many
+    structure. ``runner`` replaces :func:`model.dft.elf_of` and ``md_runner`` :func:`model.dft.md` (tests). ``max_new`` stops after that many
     new DFT runs. Returns counts: ``done`` (new), ``failed`` (new), ``skipped`` (finished before).
     Only one generator may work in a folder at a time (a lock file).
     """
@@ -453,12 +543,14 @@ def generate(out_dir: str | Path, kind: str, count: int, seed: int = 0, relax_fr
         except OSError:
             raise InputError(str(out), "another generator is working in this folder") from None
         try:
-            return _generate(out, kind, count, seed, relax_fraction, progress, settings, options, runner, max_new)
+            return _generate(out, kind, count, seed, relax_fraction, progress, settings, options, runner, max_new,
+                             md_runner or md)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, options, runner, max_new) -> dict:
+def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, options, runner, max_new,
+              md_runner) -> dict:
     manifest, failed_path = out / "manifest.jsonl", out / "failed.jsonl"
     finished = {e["id"] for e in read_jsonl(manifest) if (out / e.get("file", "")).is_file()}
     failed = {e["id"] for e in read_jsonl(failed_path)}
@@ -482,9 +574,14 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
         base = {"id": eid, "kind": kind, "seed": seed, "index": i, "generator": params,
                 "elfscreen_version": __version__, "dataset_format": DATASET_FORMAT}
         try:
-            structure, gen_info = build_structure(kind, seed, i, params)
-        except InputError as exc:
-            _append(failed_path, {**base, "created": _now(), "step": "structure", "reason": str(exc)})
+            if kind == "fluid-md":
+                structure, gen_info = md_snapshot(out / "md", seed, i, params, settings, md_runner,
+                                                  options.md_snapshot_steps)
+            else:
+                structure, gen_info = build_structure(kind, seed, i, params)
+        except InputError as exc:  # DftError (a failed MD run) included
+            _append(failed_path, {**base, "created": _now(), "step": "md" if kind == "fluid-md" else "structure",
+                                  "reason": str(exc)})
             counts["failed"] += 1
             _report(progress, eid, "failed", str(exc), counts, t_run)
             continue
@@ -564,7 +661,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--count", type=int, required=True, help="number of structures in the dataset")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--relax-fraction", type=float, help="share relaxed at 100 GPa (default 0.2 crystal, 0 fluid)")
-    g.add_argument("--min-atoms", type=int, help="smallest cell (default 4 crystal, 32 fluid)")
+    g.add_argument("--min-atoms", type=int, help="smallest cell (default 4 crystal, 32 fluid; fluid-md: the cell size, 32)")
     g.add_argument("--max-atoms", type=int, help="largest cell (default 48)")
     g.add_argument("--stride", type=int, default=2, help="store every n-th grid point per axis (default 2; 1 = full)")
     g.add_argument("--ecutwfc", type=float, help="Ry (default 100)")
@@ -586,6 +683,8 @@ def run(args: argparse.Namespace) -> int:
         changes.update(crystal_atoms=(lo, hi), crystal_small_atoms=(lo, min(hi, max(lo, opts.crystal_small_atoms[1]))))
     if args.kind == "fluid" and (args.min_atoms or args.max_atoms):
         changes.update(fluid_atoms=(args.min_atoms or opts.fluid_atoms[0], args.max_atoms or opts.fluid_atoms[1]))
+    if args.kind == "fluid-md" and args.min_atoms:
+        changes.update(md_atoms=args.min_atoms)
     if changes:
         from dataclasses import replace
 

@@ -85,6 +85,13 @@ class DftSettings:
     relax_press_conv_thr_kbar: float = 1.0
     relax_forc_conv_thr: float = 1e-3  # Ry/bohr
     relax_etot_conv_thr: float = 1e-5  # Ry
+    # Born–Oppenheimer MD of the fluid (fixed cell, Verlet, stochastic velocity rescaling thermostat):
+    # lower cutoff and coarser k-mesh than the ELF step, which is rerun on each snapshot at full settings
+    md_ecutwfc: float = 50.0
+    md_ecutrho: float = 200.0
+    md_kspacing: float = 1.0
+    md_dt_au: float = 15.0  # Rydberg atomic units of time (4.8378e-17 s): 0.73 fs
+    md_temperature_window_k: float = 150.0  # velocities are rescaled to the target when T leaves ± this
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -318,6 +325,32 @@ def pw_relax_input(structure: Structure, settings: DftSettings, pseudo_name: str
     return "\n".join(lines) + "\n"
 
 
+def pw_md_input(structure: Structure, settings: DftSettings, pseudo_name: str, temperature_k: float,
+                nsteps: int, prefix: str = "md") -> str:
+    """The pw.x Born–Oppenheimer MD input: ``nsteps`` Verlet steps of ``settings.md_dt_au`` at
+    ``temperature_k`` (velocities drawn at that temperature and rescaled to it whenever the temperature
+    leaves ± ``md_temperature_window_k``: a hand-made start releases potential energy), fixed cell,
+    stress each step (the snapshot pressures, static part)."""
+    nat = len(structure)
+    k = kmesh(structure.lattice, settings.md_kspacing)
+    lines = [
+        "&CONTROL", "  calculation = 'md'", f"  prefix = '{prefix}'", "  outdir = './tmp'",
+        "  pseudo_dir = './pseudo'", "  disk_io = 'low'", f"  nstep = {nsteps}", f"  dt = {settings.md_dt_au:.2f}",
+        "  tstress = .true.", "/",
+        "&SYSTEM", "  ibrav = 0", f"  nat = {nat}", "  ntyp = 1", "  nosym = .true.",
+        f"  ecutwfc = {settings.md_ecutwfc:.1f}", f"  ecutrho = {settings.md_ecutrho:.1f}",
+        "  occupations = 'smearing'", f"  smearing = '{settings.smearing}'", f"  degauss = {settings.degauss:.4f}",
+        "  nspin = 1", "/",
+        "&ELECTRONS", f"  conv_thr = {1e-7 * nat:.2e}", f"  mixing_beta = {settings.mixing_beta}",
+        f"  electron_maxstep = {settings.electron_maxstep}", "/",
+        "&IONS", "  ion_dynamics = 'verlet'", "  ion_temperature = 'rescaling'", f"  tempw = {temperature_k:.1f}",
+        f"  tolp = {settings.md_temperature_window_k:.1f}", "/",
+    ]
+    lines += _structure_cards(structure, pseudo_name)
+    lines += ["K_POINTS automatic", f"  {k[0]} {k[1]} {k[2]} 0 0 0"]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------------
 # running and parsing
 # ---------------------------------------------------------------------------------------------------
@@ -414,6 +447,62 @@ def _parse_relaxed_structure(text: str, template: Structure) -> Structure | None
     if len(coords) != len(template) or punit != "crystal":
         return None
     return Structure(Lattice(matrix), ["H"] * len(coords), coords)
+
+
+def parse_md_frames(text: str, template: Structure) -> list[dict]:
+    """The frames of a pw.x MD output: for Verlet step k = 1, 2, …: the new positions (a Structure in
+    the template's cell), the temperature (K) printed with them and the static pressure (GPa) of the
+    SCF at those positions (``None`` where pw.x stopped before it)."""
+    blocks = re.findall(r"ATOMIC_POSITIONS \((\w+)\)\s*\n((?:\s*H\s+[-\d.]+\s+[-\d.]+\s+[-\d.]+.*\n)+)", text)
+    temps = [float(t) for t in re.findall(r"^\s+temperature\s+=\s+(-?[\d.]+)\s+K", text, re.MULTILINE)]
+    press = [float(p) / 10.0 for p in re.findall(r"P=\s*(-?\d+\.\d+)", text)]
+    frames = []
+    for k, (unit, body) in enumerate(blocks, start=1):
+        coords = np.array([[float(x) for x in line.split()[1:4]] for line in body.strip().splitlines()])
+        if unit != "crystal" or len(coords) != len(template):
+            raise DftError("md", f"unexpected ATOMIC_POSITIONS block at step {k} ({unit}, {len(coords)} atoms)")
+        frames.append({"step": k, "structure": Structure(template.lattice, ["H"] * len(coords), np.mod(coords, 1.0)),
+                       "temperature_k": temps[k - 1] if k - 1 < len(temps) else None,
+                       "pressure_gpa": round(press[k], 3) if k < len(press) else None})
+    return frames
+
+
+def md(structure: Structure, temperature_k: float, nsteps: int, settings: DftSettings = DftSettings(), workdir=None,
+       *, pseudo: Pseudopotential | None = None, name: str = "structure", keep: bool = False) -> tuple[list[dict], dict]:
+    """Born–Oppenheimer MD (pw.x ``calculation='md'``, :func:`pw_md_input`) of ``structure`` (standard
+    orientation, fixed cell) for ``nsteps`` steps at ``temperature_k``.
+
+    Returns the frames of :func:`parse_md_frames` (step, structure, temperature K, pressure GPa) and a
+    record (inputs, QE version, timing, initial static pressure). Raises :class:`DftError` when pw.x
+    fails or an SCF does not converge (its frames are not used).
+    """
+    pseudo = pseudo or find_pseudopotential()
+    start = standard_orientation(structure)
+    text = pw_md_input(start, settings, pseudo.name, temperature_k, nsteps)
+    record: dict = {"step": "md", "temperature_k": temperature_k, "nsteps": nsteps,
+                    "dt_fs": round(settings.md_dt_au * 4.8378e-2, 4), "pseudopotential": pseudo.to_dict(),
+                    "ecutwfc_ry": settings.md_ecutwfc, "ecutrho_ry": settings.md_ecutrho,
+                    "kmesh": kmesh(start.lattice, settings.md_kspacing), "pw_input": text}
+    pw = find_executable("pw.x")
+    if not pw:
+        raise DftError(name, "pw.x is not installed (apt-get install quantum-espresso)", record)
+    work, own = _workdir(workdir)
+    try:
+        _prepare(work, pseudo)
+        (work / "md.in").write_text(text)
+        rc, out, wall = _run(pw, "md.in", "md.out", work, settings.timeout_s)
+        info = parse_pw_output(out)
+        record.update({k: info[k] for k in ("qe_version", "pw_timing", "error")}, exit_code=rc, wall_s=round(wall, 2))
+        frames = parse_md_frames(out, start)
+        p0 = re.search(r"P=\s*(-?\d+\.\d+)", out)
+        record["initial_pressure_gpa"] = round(float(p0.group(1)) / 10.0, 3) if p0 else None
+        if rc != 0 or "convergence NOT achieved" in out or len(frames) < nsteps:
+            record["output_tail"] = _tail(out)
+            raise DftError(name, f"pw.x md stopped after {len(frames)} of {nsteps} steps (exit code {rc})"
+                           + (f": {info['error']}" if info["error"] else ""), record)
+        return frames, record
+    finally:
+        _clean_up(work, own, keep)
 
 
 def _workdir(workdir: str | Path | None) -> tuple[Path, bool]:
@@ -606,9 +695,12 @@ __all__ = [
     "find_pseudopotential",
     "find_relax_pseudopotential",
     "kmesh",
+    "md",
     "needs_rescale",
+    "parse_md_frames",
     "parse_pw_output",
     "pp_elf_input",
+    "pw_md_input",
     "pw_relax_input",
     "pw_scf_input",
     "qe_available",

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from pymatgen.core import Structure
 
 from model.dataset import (
     FAMILIES,
@@ -149,6 +150,55 @@ def test_failed_runs_are_recorded_skipped_and_never_used(tmp_path):
     again = FakeRunner()
     counts = generate(out, "fluid", 2, options=SMALL, runner=again)
     assert again.calls == [] and counts["skipped"] == 2
+
+
+class FakeMd:
+    """Stands in for model.dft.md: small random steps, a rising pressure."""
+
+    def __init__(self, fail=False):
+        self.calls, self.fail = [], fail
+
+    def __call__(self, structure, temperature_k, nsteps, settings, *, name="x"):
+        self.calls.append(name)
+        if self.fail:
+            raise DftError(name, "pw.x md stopped after 3 of 160 steps", {"step": "md"})
+        rng = np.random.default_rng(len(self.calls))
+        frames = [{"step": k, "temperature_k": temperature_k, "pressure_gpa": 100.0 + k,
+                   "structure": Structure(structure.lattice, structure.species,
+                                          structure.frac_coords + rng.normal(0, 1e-3, (len(structure), 3)))}
+                  for k in range(1, nsteps + 1)]
+        return frames, {"dt_fs": 0.7257, "ecutwfc_ry": 50.0, "qe_version": "fake"}
+
+
+MD = replace(SMALL, md_steps=12, md_first_snapshot=4, md_snapshot_every=4)  # snapshots at 4, 8, 12
+
+
+def test_md_snapshots_cycle_the_pressures_and_run_each_trajectory_once(tmp_path):
+    fake = FakeMd()
+    counts = generate(tmp_path, "fluid-md", 7, options=MD, runner=FakeRunner(), md_runner=fake)
+    assert counts["done"] == 7 and fake.calls == ["md-s0-t0000", "md-s0-t0001", "md-s0-t0002"]
+    entries = sorted(read_manifest(tmp_path), key=lambda e: e["index"])
+    assert [e["generator"]["pressure_nominal_gpa"] for e in entries] == [76.0] * 3 + [115.0] * 3 + [139.0]
+    assert [e["generator_result"]["step"] for e in entries] == [4, 8, 12] * 2 + [4]
+    first = entries[0]
+    assert first["generator_result"]["md_pressure_gpa"] == 104.0 and first["generator_result"]["time_fs"] == pytest.approx(2.9, abs=0.01)
+    assert first["generator_result"]["trajectory_mean_pressure_gpa"] == pytest.approx(108.0)  # steps 4..12
+    assert first["volume_per_atom_a3"] == pytest.approx(fluid_volume_per_atom(76.0), rel=1e-4)
+    # snapshots of one trajectory differ; a rerun runs no MD and no DFT
+    s0, _ = load_entry(tmp_path / entries[0]["file"])
+    s1, _ = load_entry(tmp_path / entries[1]["file"])
+    assert not np.allclose(s0.frac_coords, s1.frac_coords)
+    again, runner = FakeMd(), FakeRunner()
+    counts = generate(tmp_path, "fluid-md", 7, options=MD, runner=runner, md_runner=again)
+    assert counts["skipped"] == 7 and again.calls == [] and runner.calls == []
+
+
+def test_failed_md_trajectory_fails_its_snapshots_and_is_not_rerun(tmp_path):
+    counts = generate(tmp_path, "fluid-md", 3, options=MD, runner=FakeRunner(), md_runner=FakeMd(fail=True))
+    assert counts["failed"] == 3 and counts["done"] == 0
+    failed = read_jsonl(tmp_path / "failed.jsonl")
+    assert {f["step"] for f in failed} == {"md"} and all("trajectory failed" in f["reason"] or "stopped" in f["reason"] for f in failed)
+    assert json.loads((tmp_path / "md" / "md-s0-t0000.json").read_text())["failed"]
 
 
 def test_manifest_lines_are_json(tmp_path):

@@ -21,6 +21,7 @@ from model.dft import (
     find_executable,
     find_pseudopotential,
     kmesh,
+    md,
     needs_rescale,
     parse_pw_output,
     pp_elf_input,
@@ -192,3 +193,30 @@ def test_unconverged_relax_is_recorded_and_not_used():
     rec = info.value.record
     assert rec["failed_step"] == "vc-relax" and "did not converge" in str(info.value)
     assert rec["relax"]["bfgs_converged"] is False and "scf" not in rec  # the ELF step never ran
+
+
+@needs_qe
+def test_md_frames_move_atoms_at_the_target_temperature(tmp_path):
+    settings = with_settings(TINY, md_ecutwfc=30.0, md_ecutrho=120.0)
+    start = standard_orientation(pa3_h2())
+    frames, record = md(start, 1500.0, 3, settings, workdir=tmp_path / "md")
+    assert [f["step"] for f in frames] == [1, 2, 3]
+    assert record["exit_code"] == 0 and record["qe_version"] and "calculation = 'md'" in record["pw_input"]
+    assert record["initial_pressure_gpa"] is not None and record["dt_fs"] == pytest.approx(0.7257, abs=1e-3)
+    # the cell stays, the atoms move (a fraction of an Å per step at 1500 K), every frame has T and P
+    for f in frames:
+        assert np.allclose(f["structure"].lattice.matrix, start.lattice.matrix)
+        assert f["temperature_k"] > 0
+    assert all(f["pressure_gpa"] is not None for f in frames[:-1])
+    d = frames[-1]["structure"].frac_coords - start.frac_coords
+    d = (d - np.round(d)) @ start.lattice.matrix
+    moved = np.linalg.norm(d, axis=1)
+    assert 1e-3 < moved.max() < 0.5
+
+
+@needs_qe
+def test_md_that_cannot_converge_raises_with_record():
+    settings = with_settings(TINY, md_ecutwfc=30.0, md_ecutrho=120.0, electron_maxstep=1)
+    with pytest.raises(DftError) as info:
+        md(pa3_h2(), 1500.0, 2, settings, name="tiny-md")
+    assert "tiny-md" in str(info.value) and "output_tail" in info.value.record
