@@ -55,7 +55,7 @@ from model import __version__
 from model.dft import DftError, DftSettings, elf_of, md
 from model.errors import InputError, StructureError
 from model.structures import validate_structure
-from model.volumetric import ElfGrid
+from model.volumetric import ElfGrid, read_npz
 
 KINDS = ("crystal", "fluid", "fluid-md")  # append only: the index seeds the random streams
 FAMILIES = {  # crystal family → space-group range (trigonal and hexagonal both in the hexagonal family; listed apart)
@@ -72,6 +72,7 @@ class GeneratorOptions:
     """Ranges the generators draw from (Å, Å³/atom, GPa, K)."""
 
     crystal_atoms: tuple[int, int] = (4, 48)
+    crystal_families: tuple[str, ...] = tuple(FAMILIES)  # structure index i has family crystal_families[i % len]
     crystal_small_atoms: tuple[int, int] = (4, 24)  # most crystals come from here ...
     crystal_small_fraction: float = 0.75  # ... this share of them
     crystal_volume_per_atom: tuple[float, float] = (2.0, 3.2)
@@ -131,7 +132,7 @@ def plan(kind: str, seed: int, index: int, options: GeneratorOptions = Generator
     """The generator parameters of structure ``index`` (cheap; no structure is built)."""
     rng = _rng(kind, seed, index)
     if kind == "crystal":
-        family = list(FAMILIES)[index % len(FAMILIES)]
+        family = options.crystal_families[index % len(options.crystal_families)]
         lo, hi = options.crystal_small_atoms if rng.random() < options.crystal_small_fraction else options.crystal_atoms
         n = int(rng.integers(lo, hi + 1))
         molecular = bool(rng.random() < options.crystal_molecular_fraction)
@@ -449,11 +450,8 @@ def _write_npz(path: Path, grid: ElfGrid, stride: int, entry: str) -> tuple[int,
 
 def load_entry(path: str | Path) -> tuple[Structure, ElfGrid]:
     """Read one dataset file (``DIR/<id>.npz``): the structure and its ELF grid (float64 values)."""
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as z:
-        structure = Structure(Lattice(z["lattice"]), [str(x) for x in z["species"]], z["frac_coords"])
-        values = z["elf"].astype(np.float64)
-    return structure, ElfGrid(structure=structure, values=values, name=path.stem)
+    grid = read_npz(path)
+    return grid.structure, grid
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -663,6 +661,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--relax-fraction", type=float, help="share relaxed at 100 GPa (default 0.2 crystal, 0 fluid)")
     g.add_argument("--min-atoms", type=int, help="smallest cell (default 4 crystal, 32 fluid; fluid-md: the cell size, 32)")
     g.add_argument("--max-atoms", type=int, help="largest cell (default 48)")
+    g.add_argument("--families", help=f"crystal families, comma-separated (default all: {','.join(FAMILIES)})")
     g.add_argument("--stride", type=int, default=2, help="store every n-th grid point per axis (default 2; 1 = full)")
     g.add_argument("--ecutwfc", type=float, help="Ry (default 100)")
     g.add_argument("--ecutrho", type=float, help="Ry (default 800)")
@@ -683,6 +682,12 @@ def run(args: argparse.Namespace) -> int:
         changes.update(crystal_atoms=(lo, hi), crystal_small_atoms=(lo, min(hi, max(lo, opts.crystal_small_atoms[1]))))
     if args.kind == "fluid" and (args.min_atoms or args.max_atoms):
         changes.update(fluid_atoms=(args.min_atoms or opts.fluid_atoms[0], args.max_atoms or opts.fluid_atoms[1]))
+    if args.kind == "crystal" and args.families:
+        families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+        unknown = [f for f in families if f not in FAMILIES]
+        if unknown or not families:
+            raise InputError("--families", f"unknown crystal families {unknown}; use some of {', '.join(FAMILIES)}")
+        changes.update(crystal_families=families)
     if args.kind == "fluid-md" and args.min_atoms:
         changes.update(md_atoms=args.min_atoms)
     if changes:

@@ -19,7 +19,7 @@ from pymatgen.io.vasp import Poscar
 from model.errors import GridError
 
 BOHR_A = 0.529177210903  # CODATA 2018, Å per bohr
-GRID_FORMATS = ("cube", "elfcar")
+GRID_FORMATS = ("cube", "elfcar", "npz")
 
 
 @dataclass
@@ -49,13 +49,16 @@ class ElfGrid:
 
 
 def guess_grid_format(name: str) -> str:
-    """``cube`` for ``*.cube``/``*.cub`` (optionally ``.gz``), ``elfcar`` for names holding ELFCAR/CHGCAR."""
+    """``cube`` for ``*.cube``/``*.cub`` (optionally ``.gz``), ``elfcar`` for names holding ELFCAR/CHGCAR,
+    ``npz`` for an elfscreen dataset file (``*.npz``)."""
     lower = Path(name).name.lower().removesuffix(".gz")
     if lower.endswith((".cube", ".cub")):
         return "cube"
+    if lower.endswith(".npz"):
+        return "npz"
     if "elfcar" in lower or "chgcar" in lower or lower.endswith(".vasp"):
         return "elfcar"
-    raise GridError(name, "cannot tell the grid format from the name; give --format cube or --format elfcar")
+    raise GridError(name, "cannot tell the grid format from the name; give --format cube, elfcar or npz")
 
 
 def qe_rescale(values: np.ndarray) -> np.ndarray:
@@ -68,7 +71,8 @@ def qe_rescale(values: np.ndarray) -> np.ndarray:
 
 
 def read_grid(path: str | Path, fmt: str | None = None, *, rescale_qe: bool = False) -> ElfGrid:
-    """Read an ELF grid from a cube or ELFCAR file (plain or ``.gz``).
+    """Read an ELF grid from a cube or ELFCAR file (plain or ``.gz``) or an elfscreen dataset ``.npz``
+    (:func:`read_npz`).
 
     ``rescale_qe`` applies :func:`qe_rescale` (for ELF written by QE 6.8–7.5). Every problem raises
     :class:`~model.errors.GridError` naming the file.
@@ -77,7 +81,12 @@ def read_grid(path: str | Path, fmt: str | None = None, *, rescale_qe: bool = Fa
     name = path.name
     fmt = (fmt or guess_grid_format(name)).lower()
     if fmt not in GRID_FORMATS:
-        raise GridError(name, f"unknown grid format {fmt!r}; use cube or elfcar")
+        raise GridError(name, f"unknown grid format {fmt!r}; use cube, elfcar or npz")
+    if fmt == "npz":
+        grid = read_npz(path)
+        if rescale_qe:
+            grid.values = qe_rescale(grid.values)
+        return grid
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
@@ -89,6 +98,22 @@ def read_grid(path: str | Path, fmt: str | None = None, *, rescale_qe: bool = Fa
     if rescale_qe:
         grid.values = qe_rescale(grid.values)
     return grid
+
+
+def read_npz(path: str | Path) -> ElfGrid:
+    """Read an elfscreen dataset file (``model.dataset``: arrays ``elf`` float16 with ``elf[i, j, k]`` at
+    fractional ``(i/n1, j/n2, k/n3)``, ``lattice`` 3×3 Å rows, ``species``, ``frac_coords``); values
+    come back as float64."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            structure = Structure(Lattice(z["lattice"]), [str(x) for x in z["species"]], z["frac_coords"])
+            values = z["elf"].astype(np.float64)
+    except (OSError, KeyError, ValueError, zlib.error) as exc:
+        raise GridError(path.name, f"is not a readable elfscreen dataset file ({exc})") from exc
+    if values.ndim != 3:
+        raise GridError(path.name, f"its ELF array has {values.ndim} dimensions, not 3")
+    return ElfGrid(structure=structure, values=values, name=path.stem)
 
 
 def parse_grid(text: str, fmt: str, name: str = "<grid>") -> ElfGrid:

@@ -547,3 +547,18 @@ def test_corrupt_gzip(tmp_path):
         raw[n] ^= 0x5A
     path.write_bytes(bytes(raw))
     assert_grid_error(grid_error(path), "corrupt.cube.gz", "cannot be read")
+
+
+def test_dataset_npz_reads_as_a_grid_and_a_broken_one_is_named(tmp_path):
+    from model.volumetric import read_grid
+
+    s = Structure(Lattice.cubic(3.0), ["H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    elf = np.linspace(0, 1, 4 * 5 * 6).reshape(4, 5, 6).astype(np.float16)
+    np.savez_compressed(tmp_path / "x.npz", elf=elf, lattice=s.lattice.matrix, species=np.array(["H", "H"]),
+                        frac_coords=s.frac_coords)
+    g = read_grid(tmp_path / "x.npz")
+    assert g.shape == (4, 5, 6) and g.values.dtype == np.float64 and np.array_equal(g.values, elf.astype(np.float64))
+    assert np.allclose(g.structure.lattice.matrix, s.lattice.matrix) and g.name == "x"
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(GridError, match="bad.npz"):
+        read_grid(tmp_path / "bad.npz")
