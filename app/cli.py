@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,17 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="ELF model checkpoint (default: the one shipped with elfscreen)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when present)")
     p.add_argument("--format", choices=["cif", "poscar", "extxyz", "res"], help="structure format (default: from the name)")
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=os.environ.get("ELFSCREEN_SERVER"),
+                   help="elfscreen service URL (default $ELFSCREEN_SERVER; none: run the pipeline in this process)")
+    p.add_argument("--api-key", help="API key of the service (default $ELFSCREEN_API_KEY)")
+    p.add_argument("--device", help="torch device without a server, e.g. cpu or cuda (default: cuda when present)")
+    p.add_argument("--out", help="results file: *.jsonl (JSON lines) or *.csv (default: JSON lines on stdout)")
+    p.add_argument("--format", choices=["cif", "poscar", "extxyz", "res"], help="structure format (default: from each name)")
+    p.add_argument("--spacing", type=float, default=0.1, help="grid spacing in Å (default 0.1)")
+    _add_result_options(p)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", nargs="+", required=True, help="dataset folders")
     ev.add_argument("--out", required=True, help="folder for report.json and the plots")
     ev.add_argument("--split", choices=["held-out", "test", "validation", "all"], default="held-out",
-                    help="which structures: the model's held-out ones (default), one split, or all")
+                    help="which structures: all the model was not trained on (default: its validation and test "
+                         "splits and any structure it never saw), one split, or all")
     ev.add_argument("--device", help="torch device")
 
     an = sub.add_parser("analyze", help="analyses of a predicted ELF against DFT (residual: the paper's Fig. 2)",
@@ -91,6 +104,29 @@ def _parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="run the HTTP screening service (in-process jobs, or Celery when ELFSCREEN_BROKER_URL is set)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+
+    sb = sub.add_parser("submit", help="screen structure files, folders and globs as one batch (server or in-process)",
+                        description="Screen every structure under PATH (multi-structure extxyz/.res/CIF: each one); "
+                                    "exit 1 when any failed.")
+    sb.add_argument("paths", nargs="+", metavar="PATH", help="structure files, folders (recursive) or globs")
+    _add_client_options(sb)
+
+    wa = sub.add_parser("watch", help="screen structure files as a structure search writes them, once each",
+                        description="Screen each structure file that appears under DIR once it is complete; the state "
+                                    "file remembers what was done across restarts. Stops on Ctrl-C, --once or --timeout.")
+    wa.add_argument("folder", metavar="DIR", help="folder to watch (recursively)")
+    _add_client_options(wa)
+    wa.add_argument("--state", help="state file (default DIR/.elfscreen-watch.jsonl)")
+    wa.add_argument("--once", action="store_true", help="screen what is there (waiting for files being written), then stop")
+    wa.add_argument("--timeout", type=float, help="stop after this many seconds")
+    wa.add_argument("--settle", type=float, default=2.0, help="a file must be unchanged this many seconds (default 2)")
+    wa.add_argument("--interval", type=float, default=2.0, help="seconds between scans (default 2)")
+
+    rk = sub.add_parser("rank", help="rank the structures of a results file by Tc, φ or φ* (a table)",
+                        description="Print the screened structures of a results file (submit/watch/screen output), best first.")
+    rk.add_argument("results", help="results file (.jsonl or .csv)")
+    rk.add_argument("--by", choices=["tc", "phi", "phi_star"], default="tc", help="sort key, descending (default tc)")
+    rk.add_argument("--top", type=int, help="show the first N only")
 
     sub.add_parser("examples", help="list the example ELF grids shipped with elfscreen")
     return p
@@ -205,9 +241,11 @@ def _evaluate(args) -> int:
     model = load_model(args.model, args.device)
     entries, _ = _load_data(args.data)
     splits = model.meta.get("splits", {})
-    wanted = {"held-out": set(splits.get("validation", [])) | set(splits.get("test", [])),
-              "test": set(splits.get("test", [])), "validation": set(splits.get("validation", []))}.get(args.split)
-    chosen = [e for e in entries if wanted is None or e.id in wanted]
+    if args.split == "held-out":  # everything the model was not trained on, other folders included
+        chosen = [e for e in entries if e.id not in set(splits.get("train", []))]
+    else:
+        wanted = {"test": set(splits.get("test", [])), "validation": set(splits.get("validation", []))}.get(args.split)
+        chosen = [e for e in entries if wanted is None or e.id in wanted]
     if not chosen:
         raise InputError(args.split, "no structure of these folders is in that split of the model")
 
@@ -241,6 +279,39 @@ def _serve(args) -> int:
     return 0
 
 
+def _client_and_options(args):
+    from elfscreen_client import Client
+
+    _check_hdos(args)
+    if args.spacing <= 0:
+        raise InputError("--spacing", f"must be positive, got {args.spacing}")
+    client = Client(args.server, args.api_key, device=args.device)
+    return client, {"spacing_a": args.spacing, **_result_options(args)}
+
+
+def _submit(args) -> int:
+    from app import batch
+
+    client, options = _client_and_options(args)
+    with client:
+        return batch.submit(args.paths, client, options, args.format, args.out)
+
+
+def _watch(args) -> int:
+    from app import batch
+
+    client, options = _client_and_options(args)
+    with client:
+        return batch.watch(args.folder, client, options, args.format, args.out, args.state, args.once, args.timeout,
+                           args.settle, args.interval)
+
+
+def _rank(args) -> int:
+    from app import batch
+
+    return batch.rank(args.results, args.by, args.top)
+
+
 def _print(obj: dict, indent: int) -> None:
     try:
         print(json.dumps(obj, indent=indent or None, ensure_ascii=False), flush=True)
@@ -249,7 +320,8 @@ def _print(obj: dict, indent: int) -> None:
 
 
 COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serve": _serve, "dataset": _dataset,
-            "train": _train, "evaluate": _evaluate, "analyze": _analyze}
+            "train": _train, "evaluate": _evaluate, "analyze": _analyze, "submit": _submit, "watch": _watch,
+            "rank": _rank}
 
 
 def main(argv: list[str] | None = None) -> int:

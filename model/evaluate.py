@@ -20,6 +20,9 @@ from model.train import Entry, point_metrics
 
 
 def crystal_family(entry: Entry) -> str:
+    """The crystal system (pymatgen, symprec 0.1 Å) of a crystal entry; ``fluid`` for fluid snapshots."""
+    if str(entry.meta.get("kind", "")).startswith("fluid"):
+        return "fluid"
     try:
         return SpacegroupAnalyzer(entry.structure, symprec=0.1).get_crystal_system()
     except Exception:
@@ -39,13 +42,16 @@ def evaluate_entry(model: ElfModel, entry: Entry, device: str | None = None) -> 
 
 
 def summarise(rows: Sequence[dict]) -> dict:
-    """φ MAE and R², median identity R², mean MAE: overall and per crystal family."""
+    """φ MAE, bias (ML − DFT) and R², median identity and correlated R², mean MAE and RMSE: overall and
+    per crystal family (fluid snapshots form their own group)."""
     def block(rs):
         phi_ml = np.array([r["phi_ml"] for r in rs], float)
         phi_dft = np.array([r["phi_dft"] for r in rs], float)
         out = {"structures": len(rs), "elf_mae_mean": float(np.mean([r["mae"] for r in rs])),
+               "elf_rmse_mean": float(np.mean([r["rmse"] for r in rs])),
                "elf_r2_identity_median": float(np.median([r["r2_identity"] for r in rs])),
-               "phi_mae": float(np.abs(phi_ml - phi_dft).mean())}
+               "elf_r2_correlated_median": float(np.median([r["r2_correlated"] for r in rs])),
+               "phi_mae": float(np.abs(phi_ml - phi_dft).mean()), "phi_bias": float((phi_ml - phi_dft).mean())}
         if len(rs) > 1 and phi_dft.std() > 0:
             out["phi_r2"] = float(1 - ((phi_ml - phi_dft) ** 2).sum() / ((phi_dft - phi_dft.mean()) ** 2).sum())
         return out
