@@ -19,6 +19,7 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY app ./app
 COPY worker ./worker
+COPY clients ./clients
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 1000 --home-dir /data elfscreen \
     && mkdir -p /data && chown elfscreen /data

@@ -1,7 +1,8 @@
 """The ``elfscreen`` command line. Every subcommand calls the same ``model`` functions as the API.
 
 JSON goes to stdout; messages and progress to stderr. Exit 0 on success, 2 when an input is unusable
-(the message names the input and the problem; stdout holds the result schema's error object).
+(the message names the input and the problem; stdout holds the result schema's error object);
+``submit`` and ``watch`` exit 1 when a structure failed or none was found (``app/batch.py``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 from model import __version__
 from model.errors import InputError
 from model.tc import TC_MODELS
+
+STRUCTURE_FORMATS = ["cif", "poscar", "extxyz", "res"]
 
 
 def _add_result_options(p: argparse.ArgumentParser) -> None:
@@ -30,7 +33,7 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid", type=int, nargs=3, metavar=("N1", "N2", "N3"), help="predict on exactly this grid")
     p.add_argument("--model", help="ELF model checkpoint (default: the one shipped with elfscreen)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when present)")
-    p.add_argument("--format", choices=["cif", "poscar", "extxyz", "res"], help="structure format (default: from the name)")
+    p.add_argument("--format", choices=STRUCTURE_FORMATS, help="structure format (default: from the name)")
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
@@ -39,8 +42,9 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", help="API key of the service (default $ELFSCREEN_API_KEY)")
     p.add_argument("--device", help="torch device without a server, e.g. cpu or cuda (default: cuda when present)")
     p.add_argument("--out", help="results file: *.jsonl (JSON lines) or *.csv (default: JSON lines on stdout)")
-    p.add_argument("--format", choices=["cif", "poscar", "extxyz", "res"], help="structure format (default: from each name)")
+    p.add_argument("--format", choices=STRUCTURE_FORMATS, help="structure format (default: from each name)")
     p.add_argument("--spacing", type=float, default=0.1, help="grid spacing in Å (default 0.1)")
+    p.set_defaults(grid=None)  # the service predicts on a spacing, not on a given grid
     _add_result_options(p)
 
 
@@ -283,10 +287,8 @@ def _client_and_options(args):
     from elfscreen_client import Client
 
     _check_hdos(args)
-    if args.spacing <= 0:
-        raise InputError("--spacing", f"must be positive, got {args.spacing}")
-    client = Client(args.server, args.api_key, device=args.device)
-    return client, {"spacing_a": args.spacing, **_result_options(args)}
+    options = {**_grid_options(args), **_result_options(args)}
+    return Client(args.server, args.api_key, device=args.device), options
 
 
 def _submit(args) -> int:
