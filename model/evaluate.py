@@ -62,7 +62,8 @@ def summarise(rows: Sequence[dict]) -> dict:
 
 def evaluate(model: ElfModel, entries: Sequence[Entry], out_dir: str | Path, device: str | None = None,
              progress=None) -> dict:
-    """Evaluate on ``entries``; write ``report.json`` and the plots (PNG) into ``out_dir``."""
+    """Evaluate on ``entries``; write ``report.json``, ``report.md`` (:func:`markdown`) and the plots
+    (PNG) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows, pooled = [], []
@@ -77,9 +78,30 @@ def evaluate(model: ElfModel, entries: Sequence[Entry], out_dir: str | Path, dev
             progress(n + 1, len(entries), e.id)
     report = {"model_version": model.model_version, "summary": summarise(rows), "structures": rows}
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown(report))
     if rows:
         _plots(rows, pooled, out)
     return report
+
+
+def markdown(report: dict, worst: int = 5) -> str:
+    """The report as Markdown: one row per group (all, then each family) and the largest φ errors."""
+    def num(block, key, fmt):
+        return format(block[key], fmt) if block.get(key) is not None else "—"
+
+    lines = [f"Model `{report['model_version']}`, {len(report['structures'])} structures (whole DFT grids).", "",
+             "| group | structures | ELF MAE (mean) | ELF RMSE (mean) | identity R² (median) | correlated R² (median) "
+             "| φ MAE | φ bias | φ R² |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for group, b in report["summary"].items():
+        lines.append(f"| {group} | {b['structures']} | {num(b, 'elf_mae_mean', '.4f')} | {num(b, 'elf_rmse_mean', '.4f')} "
+                     f"| {num(b, 'elf_r2_identity_median', '.3f')} | {num(b, 'elf_r2_correlated_median', '.3f')} "
+                     f"| {num(b, 'phi_mae', '.3f')} | {num(b, 'phi_bias', '+.3f')} | {num(b, 'phi_r2', '.2f')} |")
+    rows = sorted(report["structures"], key=lambda r: -abs(r["phi_ml"] - r["phi_dft"]))[:worst]
+    if rows:
+        lines += ["", "Largest φ errors:"]
+        lines += [f"- `{r['id']}` ({r['family']}): φ_ML {r['phi_ml']:.3f} vs φ_DFT {r['phi_dft']:.3f}, "
+                  f"identity R² {r['r2_identity']:.3f}" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _plots(rows, pooled, out: Path) -> None:

@@ -70,6 +70,12 @@ def test_evaluate_writes_report_and_plots(tmp_path):
     rows = report["structures"]
     assert len(rows) == 3 and all(r["phi_dft"] is not None and r["phi_ml"] is not None for r in rows)
     assert json.loads((tmp_path / "report.json").read_text())["summary"]["all"]["structures"] == 3
+    # report.md: the same numbers, one row per group, the worst φ first
+    md = (tmp_path / "report.md").read_text()
+    all_ = report["summary"]["all"]
+    assert f"| all | 3 | {all_['elf_mae_mean']:.4f} |" in md and f"{all_['phi_bias']:+.3f}" in md
+    worst = max(rows, key=lambda r: abs(r["phi_ml"] - r["phi_dft"]))
+    assert md.split("Largest φ errors:")[1].splitlines()[1].startswith(f"- `{worst['id']}`")
     for name in ("parity.png", "error_vs_elf.png", "phi_parity.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
