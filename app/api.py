@@ -12,8 +12,10 @@ import gzip
 import io
 import json
 import logging
+import tempfile
 import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Optional
 
 from fastapi import FastAPI, Query, Request
@@ -27,14 +29,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import metrics
 from app.access import ApiError, BodyLimit, BodyTooLarge, RateLimiter, owner_of, too_large
 from app.config import Settings
+from app.dashboard import add_dashboard
 from app.dispatch import Sweeper, make_dispatcher, sweep
 from app.jobs import LimitError, get_model, notify_batch, prepare
+from app.links import base_url, batch_links, job_links
 from app.schemas import (Batch, ErrorResponse, Job, JobPage, JobRef, Options, Status, SubmitRequest, SubmitResponse,
-                         job_out, timestamp)
+                         job_out, keep_grid, timestamp)
 from app.store import UNFINISHED, Store
 from model import __version__
 from model.errors import InputError
 from model.pipeline import NoModelError
+from model.volumetric import write_grid
 
 log = logging.getLogger("elfscreen.api")
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 413, 415, 422, 429, 503)}
@@ -69,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.middleware("http")(metrics.count_requests)
     _add_error_handlers(app, settings)
     _add_routes(app, settings)
+    add_dashboard(app, settings)
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -99,12 +105,15 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         metrics.submitted(len(rows), len(rows) - len(queued))
         if callback and not queued:
             threading.Thread(target=notify_batch, args=(store, batch["id"], settings), daemon=True).start()
+        base = base_url(request, settings)
         return SubmitResponse(batch_id=batch["id"], jobs=[JobRef(id=r["id"], name=r["name"], status=r["status"],
-                                                                 cached=r["cached"]) for r in rows])
+                                                                 cached=r["cached"],
+                                                                 links=job_links(base, r["id"], batch["id"], keep_grid(r)))
+                                                          for r in rows])
 
     @app.get("/v1/screenings/{job_id}", response_model=Job, responses=ERRORS, summary="One job: status, result or error")
     def get_job(job_id: str, request: Request) -> Job:
-        return job_out(_job_or_404(request, job_id))
+        return job_out(_job_or_404(request, job_id), base=base_url(request, settings))
 
     @app.get("/v1/screenings", response_model=JobPage, responses=ERRORS, summary="List jobs, filtered and paged")
     def list_jobs(request: Request, status: Optional[Status] = None, batch_id: Optional[str] = None,
@@ -112,7 +121,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
                   with_results: bool = False) -> JobPage:
         rows, total = app.state.store.list_jobs(owner_of(request, settings), status=status, batch_id=batch_id,
                                                 name=name, limit=limit, offset=offset)
-        return JobPage(items=[job_out(r, with_results) for r in rows], total=total, limit=limit, offset=offset)
+        base = base_url(request, settings)
+        return JobPage(items=[job_out(r, with_results, base) for r in rows], total=total, limit=limit, offset=offset)
 
     @app.get("/v1/batches/{batch_id}", response_model=Batch, responses=ERRORS, summary="A batch: progress and results")
     def get_batch(batch_id: str, request: Request, limit: int = Query(1000, ge=1, le=1000),
@@ -124,20 +134,25 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         row, counts = found
         rows, _ = app.state.store.list_jobs(owner, batch_id=batch_id, limit=limit, offset=offset)
         unfinished = sum(counts[s] for s in UNFINISHED)
+        base = base_url(request, settings)
         return Batch(id=row["id"], created_at=timestamp(row["created_at"]), total=row["total"], counts=counts,
                      progress=(row["total"] - unfinished) / row["total"], finished=unfinished == 0,
-                     callback_state=row["callback_state"], jobs=[job_out(r) for r in rows], limit=limit, offset=offset)
+                     callback_state=row["callback_state"], jobs=[job_out(r, base=base) for r in rows], limit=limit,
+                     offset=offset, links=batch_links(base, batch_id))
 
     @app.get("/v1/screenings/{job_id}/elf.cube", responses={**ERRORS, 200: {"content": {"chemical/x-cube": {}}}},
-             response_class=Response, summary="The predicted ELF grid (Gaussian cube) of a job that kept it")
-    def get_cube(job_id: str, request: Request) -> Response:
+             response_class=Response, summary="The predicted ELF grid (Gaussian cube) of a job that kept it, "
+                                              "or with `recompute=true` of any done job (predicted again)")
+    def get_cube(job_id: str, request: Request, recompute: bool = False) -> Response:
         row = _job_or_404(request, job_id)
         if row["status"] in UNFINISHED:
             raise ApiError(409, "not_ready", f"job {job_id} is {row['status']}; the grid exists once it is done", row["name"])
         data = app.state.store.grid(row["cached_from"] or job_id) if row["options"].get("keep_grid") else None
+        if data is None and recompute and row["status"] == "done":
+            data = _cube_gz(app.state.grids.get(app.state.store, row, settings))
         if data is None:
-            raise ApiError(404, "no_grid", "the grid of this job was not kept (submit with options.keep_grid = true)",
-                           row["name"])
+            raise ApiError(404, "no_grid", "the grid of this job was not kept (submit with options.keep_grid = true, "
+                           "or ask for it with ?recompute=true)", row["name"])
         headers = {"Content-Disposition": f'attachment; filename="{row["name"]}.elf.cube"'}
         if "gzip" in request.headers.get("accept-encoding", ""):
             return Response(data, media_type="chemical/x-cube", headers={**headers, "Content-Encoding": "gzip"})
@@ -162,6 +177,12 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
     def get_metrics() -> Response:
         return metrics.render(app.state.store)
+
+
+def _cube_gz(grid) -> bytes:
+    """A grid as a gzipped cube file (what the store keeps)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return write_grid(grid, Path(tmp) / "elf.cube.gz").read_bytes()
 
 
 def _job_or_404(request: Request, job_id: str) -> dict:

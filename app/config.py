@@ -40,6 +40,7 @@ class Settings:
     requeue_after_s: float = 3600.0  # a queued job published longer ago than this is published again
     sweep_every_s: float = 15.0  # how often the API process runs the lost-job sweep
     callback_timeout_s: float = 10.0
+    public_url: str | None = None  # base of the permalinks in responses (https://host/prefix); None: the request's
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -62,4 +63,5 @@ class Settings:
             requeue_after_s=_env("REQUEUE_AFTER_S", cls.requeue_after_s, float),
             sweep_every_s=_env("SWEEP_EVERY_S", cls.sweep_every_s, float),
             callback_timeout_s=_env("CALLBACK_TIMEOUT_S", cls.callback_timeout_s, float),
+            public_url=_env("PUBLIC_URL", None),
         )

@@ -3,10 +3,11 @@ the object ``elfscreen screen`` prints; errors are the result schema's ``{"error
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from app.links import job_links
 from model.result import ScreeningResult
 from model.structures import FORMATS
 from model.tc import TC_MODELS
@@ -22,7 +23,7 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
     spacing_a: float = Field(0.1, ge=0.03, le=1.0, description="grid spacing in Å")
     tc_model: TcModel = Field("belli2021", description="Tc relation")
-    h_dos: Optional[float] = Field(None, gt=0, le=1, description="H share of the DOS at E_F; per-structure `hdos` wins")
+    h_dos: float | None = Field(None, gt=0, le=1, description="H share of the DOS at E_F; per-structure `hdos` wins")
     refine: bool = Field(True, description="sub-voxel refinement of φ, φ*")
     min_persistence: float = Field(0.005, ge=0, le=1, description="hide critical points of smaller ELF persistence")
     keep_grid: bool = Field(False, description="store the predicted ELF; fetch it at /v1/screenings/{id}/elf.cube")
@@ -31,16 +32,32 @@ class Options(BaseModel):
 class StructureIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=255, description="reported as the result's `name`")
-    format: Optional[FormatName] = Field(None, description="structure format; default: from `name`")
+    format: FormatName | None = Field(None, description="structure format; default: from `name`")
     content: str = Field(description="the file's text")
-    hdos: Optional[float] = Field(None, gt=0, le=1, description="H share of the DOS at E_F for this structure")
+    hdos: float | None = Field(None, gt=0, le=1, description="H share of the DOS at E_F for this structure")
 
 
 class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     structures: list[StructureIn] = Field(min_length=1)
     options: Options = Options()
-    callback_url: Optional[AnyHttpUrl] = Field(None, description="POSTed the batch summary when every job has finished")
+    callback_url: AnyHttpUrl | None = Field(None, description="POSTed the batch summary when every job has finished")
+
+
+class JobLinks(BaseModel):
+    """Absolute permanent URLs of a job (on ``ELFSCREEN_PUBLIC_URL`` when set)."""
+
+    self: str = Field(description="this job's JSON")
+    ui: str = Field(description="the job's structure page in the dashboard: the permalink to paste into notes")
+    batch: str = Field(description="the batch's JSON")
+    batch_ui: str = Field(description="the batch's dashboard page")
+    cube: str = Field(description="the ELF grid as a cube file (kept, or predicted again on demand)")
+
+
+class BatchLinks(BaseModel):
+    self: str = Field(description="this batch's JSON")
+    ui: str = Field(description="the batch's dashboard page")
+    csv: str = Field(description="the batch's results as CSV")
 
 
 class JobRef(BaseModel):
@@ -48,6 +65,7 @@ class JobRef(BaseModel):
     name: str
     status: Status
     cached: bool = False
+    links: JobLinks | None = None
 
 
 class SubmitResponse(BaseModel):
@@ -58,7 +76,7 @@ class SubmitResponse(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
-    input: Optional[str] = None
+    input: str | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -73,15 +91,16 @@ class Job(BaseModel):
     name: str
     status: Status
     cached: bool = Field(description="answered from the stored result of the same structure, model version and options")
-    cached_from: Optional[str] = Field(None, description="the job whose result was reused")
+    cached_from: str | None = Field(None, description="the job whose result was reused")
     options: dict
     attempts: int = Field(description="times a worker claimed the job (>1 after a worker was lost)")
     grid_available: bool = Field(description="the predicted ELF can be fetched at elf.cube")
     created_at: datetime
-    started_at: Optional[datetime] = None
-    finished_at: Optional[datetime] = None
-    result: Optional[ScreeningResult] = None
-    error: Optional[ErrorBody] = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: ScreeningResult | None = None
+    error: ErrorBody | None = None
+    links: JobLinks | None = None
 
 
 class JobPage(BaseModel):
@@ -98,8 +117,65 @@ class Batch(BaseModel):
     counts: dict[str, int] = Field(description="jobs by status")
     progress: float = Field(description="finished jobs / all jobs, 0…1")
     finished: bool
-    callback_state: Optional[str] = None
+    callback_state: str | None = None
     jobs: list[Job] = Field(description="one page of the batch's jobs, with results")
+    limit: int
+    offset: int
+    links: BatchLinks | None = None
+
+
+class BatchSummary(BaseModel):
+    """A batch without its jobs (the dashboard's list)."""
+
+    id: str
+    created_at: datetime
+    total: int
+    counts: dict[str, int] = Field(description="jobs by status")
+    progress: float = Field(description="finished jobs / all jobs, 0…1")
+    finished: bool
+    links: BatchLinks
+
+
+class BatchPage(BaseModel):
+    items: list[BatchSummary] = Field(description="newest first")
+    total: int
+    limit: int
+    offset: int
+
+
+class ResultRow(BaseModel):
+    """One job as a flat row of the dashboard's table (and of the CSV): the result's headline numbers."""
+
+    id: str
+    batch_id: str
+    name: str
+    status: Status
+    cached: bool
+    created_at: datetime
+    finished_at: datetime | None = None
+    formula: str | None = None
+    spacegroup: str | None = None
+    n_atoms: int | None = None
+    volume_per_atom_a3: float | None = None
+    phi: float | None = None
+    phi_star: float | None = None
+    phi_1d: float | None = None
+    phi_2d: float | None = None
+    phi_dos: float | None = None
+    h_fraction: float | None = None
+    tc_k: float | None = Field(None, description="Tc estimate in K (result.tc.value_k)")
+    tc_raw_k: float | None = None
+    tc_model: str | None = None
+    phi_std: float | None = Field(None, description="ensemble spread of φ (result.uncertainty.phi_std)")
+    tc_std_k: float | None = Field(None, description="ensemble spread of Tc in K")
+    warnings: list[str] = []
+    error: str | None = Field(None, description="the error message of a failed job")
+    permalink: str = Field(description="the job's structure page")
+
+
+class ResultPage(BaseModel):
+    items: list[ResultRow] = Field(description="in submission order")
+    total: int
     limit: int
     offset: int
 
@@ -108,12 +184,23 @@ def timestamp(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc)
 
 
-def job_out(row: dict, with_result: bool = True) -> Job:
-    """The API view of a store row."""
+def job_out(row: dict, with_result: bool = True, base: str | None = None) -> Job:
+    """The API view of a store row; with ``base`` (see :func:`app.links.base_url`), its permanent links."""
     return Job(id=row["id"], batch_id=row["batch_id"], name=row["name"], status=row["status"], cached=row["cached"],
                cached_from=row["cached_from"], options=row["options"], attempts=row["attempts"],
-               grid_available=bool(row["has_grid"] or (row["cached"] and row["options"].get("keep_grid"))),
+               grid_available=grid_kept(row),
                created_at=timestamp(row["created_at"]), started_at=timestamp(row["started_at"]),
                finished_at=timestamp(row["finished_at"]),
                result=row["result"] if with_result else None,
-               error=(row["error"] or {}).get("error"))
+               error=(row["error"] or {}).get("error"),
+               links=None if base is None else job_links(base, row["id"], row["batch_id"], keep_grid(row)))
+
+
+def keep_grid(row: dict) -> bool:
+    """Whether the job was submitted to keep its grid (it has one once it is done)."""
+    return bool(row["options"].get("keep_grid"))
+
+
+def grid_kept(row: dict) -> bool:
+    """Whether the job's predicted ELF is stored (its own, or that of the job it was cached from)."""
+    return bool(row["has_grid"] or (row["cached"] and keep_grid(row)))

@@ -1,0 +1,73 @@
+"""The ELF grid of a finished job, for the structure page's slice and isosurface and the cube download.
+
+A job keeps its grid only when submitted with ``options.keep_grid`` (a gzipped cube: ~0.2 MB of store
+per 10⁵ points). For every other job the grid is predicted again, on demand, from the job's stored structure
+with its spacing and the same model: prediction is deterministic, so this is the grid the job was
+screened on (to float rounding when the job ran on another device). It costs one prediction (~1 s
+for a small cell on one core) and is kept in memory for the next views. Predicting again needs the
+model that screened the job: after a model change the answer is 409 ``model_changed``.
+"""
+from __future__ import annotations
+
+import gzip
+import threading
+from collections import OrderedDict
+
+from app.access import ApiError
+from app.config import Settings
+from app.dashboard.queries import computed_job
+from app.jobs import get_model
+from app.schemas import grid_kept
+from app.store import Store
+from model.predict import predict_grid
+from model.structures import StructureLimits, parse_structure
+from model.volumetric import ElfGrid, parse_grid
+
+
+class GridCache:
+    """Grids of finished jobs by the id of the job that computed them, least recently used dropped
+    first once they hold more than ``max_points`` grid points together (8 bytes each)."""
+
+    def __init__(self, max_points: int = 16_000_000):
+        self.max_points = max_points
+        self._grids: OrderedDict[str, ElfGrid] = OrderedDict()
+        self._lock = threading.Lock()  # guards _grids
+        self._computing = threading.Lock()  # one load at a time: two views of a new job load it once
+
+    def get(self, store: Store, row: dict, settings: Settings) -> ElfGrid:
+        """The grid of the finished job ``row`` (a store row): kept, or predicted again."""
+        key = row["cached_from"] or row["id"]
+        grid = self._cached(key)
+        if grid is None:
+            with self._computing:
+                grid = self._cached(key)  # loaded while this request waited
+                if grid is None:
+                    grid = _load(store, row, key, settings)
+                    with self._lock:
+                        self._grids[key] = grid
+                        while len(self._grids) > 1 and sum(g.values.size for g in self._grids.values()) > self.max_points:
+                            self._grids.popitem(last=False)
+        return grid
+
+    def _cached(self, key: str) -> ElfGrid | None:
+        with self._lock:
+            if key in self._grids:
+                self._grids.move_to_end(key)
+            return self._grids.get(key)
+
+
+def _load(store: Store, row: dict, key: str, settings: Settings) -> ElfGrid:
+    if grid_kept(row):
+        data = store.grid(key)
+        if data is not None:
+            return parse_grid(gzip.decompress(data).decode(), "cube", row["name"])
+    job = computed_job(store, row)
+    structure = parse_structure(job["content"], job["format"], job["name"], StructureLimits(max_atoms=settings.max_atoms))
+    model, _ = get_model(settings.device)
+    used = ((job["result"] or {}).get("provenance") or {}).get("model_version")
+    if used != model.model_version:
+        raise ApiError(409, "model_changed", f"the job was screened with model {used}; this server runs "
+                       f"{model.model_version}, so its ELF cannot be predicted again (submit it again, or with "
+                       "options.keep_grid = true to store the grid)", row["name"])
+    return predict_grid(structure, model, spacing_a=job["options"]["spacing_a"], device=settings.device,
+                        name=row["name"]).grid

@@ -1,0 +1,38 @@
+"""A job as one flat row: the results table of the dashboard and its CSV downloads."""
+from __future__ import annotations
+
+import csv
+import io
+
+from app.schemas import ResultRow, timestamp
+
+
+def result_row(row: dict, base: str) -> ResultRow:
+    """The row of a store row (:func:`app.dashboard.queries.result_rows`); ``base`` builds the permalink."""
+    result = row["result"] or {}
+    tc = result.get("tc") or {}
+    spread = result.get("uncertainty") or {}
+    return ResultRow(
+        id=row["id"], batch_id=row["batch_id"], name=row["name"], status=row["status"], cached=row["cached"],
+        created_at=timestamp(row["created_at"]), finished_at=timestamp(row["finished_at"]),
+        formula=result.get("formula"), spacegroup=result.get("spacegroup"), n_atoms=result.get("n_atoms"),
+        volume_per_atom_a3=result.get("volume_per_atom_a3"),
+        phi=result.get("phi"), phi_star=result.get("phi_star"), phi_1d=result.get("phi_1d"),
+        phi_2d=result.get("phi_2d"), phi_dos=result.get("phi_dos"), h_fraction=result.get("h_fraction"),
+        tc_k=tc.get("value_k"), tc_raw_k=tc.get("raw_k"), tc_model=tc.get("model"),
+        phi_std=spread.get("phi_std"), tc_std_k=spread.get("tc_std_k"),
+        warnings=result.get("warnings") or [],
+        error=((row["error"] or {}).get("error") or {}).get("message"),
+        permalink=f"{base}/ui/screenings/{row['id']}")
+
+
+def to_csv(rows: list[ResultRow]) -> str:
+    """The rows as CSV, one column per field (warnings joined with " | "), numbers unrounded."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(ResultRow.model_fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        record = row.model_dump(mode="json")
+        record["warnings"] = " | ".join(record["warnings"])
+        writer.writerow(record)
+    return out.getvalue()

@@ -1,0 +1,129 @@
+// A structure's page (/ui/screenings/{id}): its result, the crystal with an ELF isosurface (level φ by
+// default) and the critical points, an ELF slice through the bottleneck, and downloads. While the job is
+// queued or running the page polls every 2 s and draws everything once it is done.
+import { api, downloadLink, el, fmt, poll, showPermalink, when } from './common.js';
+import { drawSlice } from './slice.js';
+import { CrystalView } from './viewer.js';
+
+const jobId = location.pathname.match(/\/ui\/screenings\/([^/]+)/)[1];
+const path = `/v1/screenings/${encodeURIComponent(jobId)}`;
+const $ = (id) => document.getElementById(id);
+const view = new CrystalView($('view3d'), $('view3d-marks'));
+
+poll(async () => {
+  const job = await api(path);
+  showHeader(job);
+  if (job.status === 'queued' || job.status === 'running') return true;
+  if (job.status === 'done') await showResult(job);
+  return false;
+});
+
+function showHeader(job) {
+  const r = job.result;
+  $('title').textContent = r ? `${job.name} — ${r.formula}, ${r.spacegroup}` : job.name;
+  document.title = `elfscreen — ${job.name}`;
+  const parts = [`${job.status}`, `submitted ${when(job.created_at)}`];
+  if (job.finished_at) parts.push(`finished ${when(job.finished_at)}`);
+  if (job.cached) parts.push('answered from the cache');
+  if (job.error) parts.push(`error: ${job.error.message}`);
+  $('status-line').textContent = parts.join(' · ');
+  $('status-line').dataset.status = job.status;
+  showPermalink($('permalink'), $('copy'), job.links.ui);
+  $('batch-nav').href = job.links.batch_ui;
+}
+
+async function showResult(job) {
+  const r = job.result;
+  $('downloads').hidden = false;
+  downloadLink($('dl-json'), `${path}/result.json`, `${job.name}.json`);
+  downloadLink($('dl-csv'), `${path}/result.csv`, `${job.name}.csv`);
+  // a grid not kept with the job is predicted again by the server (same model and options)
+  downloadLink($('dl-cube'), `${path}/elf.cube${job.grid_available ? '' : '?recompute=true'}`, `${job.name}.elf.cube`);
+  $('result').hidden = false;
+  showValues(r);
+  showCriticalPoints(r.critical_points);
+
+  const level = r.phi ?? 0.5;
+  setupLevel(level);
+  // the three views load side by side; the slice and surface need the grid, which may be unavailable
+  await Promise.all([
+    api(`${path}/scene`).then((scene) => view.setScene(scene)),
+    api(`${path}/slice`).then(showSlice, (error) => { $('slice-caption').textContent = error.message; }),
+    loadSurface(level),
+  ]);
+}
+
+function showSlice(slice) {
+  drawSlice($('slice'), slice);
+  const plane = slice.plane === 'bond'
+    ? 'the plane through the bottleneck along the bond (positive curvature) and the softer of its two cross directions'
+    : `the cell's ab plane through ${slice.bottleneck ? 'the bottleneck' : 'the cell centre (φ has no bottleneck)'}`;
+  $('slice-caption').textContent = `ELF on ${plane}, ±${slice.half_width_a} Å around it${slice.bottleneck ? ' (×)' : ''}. White line: ELF = φ = ${fmt(slice.level)}; `
+    + 'dots: atoms within 0.5 Å of the plane.';
+}
+
+function showValues(r) {
+  const spread = r.uncertainty || {};
+  const pm = (value, sd, digits) => (sd === undefined ? fmt(value, digits) : `${fmt(value, digits)} ± ${fmt(sd, digits)}`);
+  const entries = [
+    ['φ (networking value)', pm(r.phi, spread.phi_std, 4)],
+    ['φ* (molecularity index)', fmt(r.phi_star, 4)],
+    ['φ 1D / 2D', `${fmt(r.phi_1d, 4)} / ${fmt(r.phi_2d, 4)}`],
+    ['H fraction, H DOS', `${fmt(r.h_fraction, 3)}, ${fmt(r.h_dos.value, 3)}${r.h_dos.assumed ? ' (assumed)' : ''}`],
+    ['φ_DOS', fmt(r.phi_dos, 4)],
+    ['Tc', `${pm(r.tc.value_k, spread.tc_std_k, 0)} K (${r.tc.model}: ${r.tc.formula})`],
+    ['atoms, volume', `${r.n_atoms} (${r.n_h} H), ${fmt(r.volume_per_atom_a3, 2)} Å³/atom`],
+    ['grid', `${r.grid.shape.join(' × ')}, spacing ${r.grid.spacing_a.map((s) => fmt(s, 3)).join(', ')} Å`],
+    ['model', `${r.provenance.model_version ?? 'none (DFT grid)'} · elfscreen ${r.provenance.elfscreen_version}`],
+  ];
+  if (r.bottleneck) {
+    const near = r.bottleneck.nearest_atoms.map((a) => `${a.species}${a.index} ${fmt(a.distance_a, 2)} Å`).join(', ');
+    entries.push(['bottleneck at φ', `frac (${r.bottleneck.frac.map((x) => fmt(x, 3)).join(', ')}), nearest ${near}`]);
+  }
+  $('values').replaceChildren(...entries.flatMap(([term, value]) => [el('dt', {}, term), el('dd', {}, value)]));
+  $('warnings').replaceChildren(...r.warnings.map((w) => el('li', {}, w)));
+}
+
+function showCriticalPoints(cps) {
+  $('cp-counts').textContent = `${cps.counts.max} maxima and ${cps.counts.bond_saddle} bond saddles of persistence ≥ `
+    + `${cps.min_persistence}; the ${cps.listed} most persistent are listed.`;
+  const head = el('thead', {}, el('tr', {}, ...['kind', 'fractional position', 'ELF', 'persistence'].map((h) => el('th', {}, h))));
+  const body = el('tbody', {}, ...cps.points.map((p) => el('tr', {},
+    el('td', {}, p.kind === 'max' ? 'maximum' : 'bond saddle'),
+    el('td', {}, p.frac.map((x) => fmt(x, 3)).join(', ')),
+    el('td', { class: 'num' }, fmt(p.elf, 4)),
+    el('td', { class: 'num' }, p.persistence === null ? 'essential' : fmt(p.persistence, 4)))));
+  $('critical-points').replaceChildren(head, body);
+}
+
+let surfaceRequests = 0;
+
+// Fetch and show the isosurface at `level`; a failure is written under the view.
+async function loadSurface(level) {
+  $('level-out').textContent = fmt(level, 3);
+  const request = ++surfaceRequests;
+  try {
+    const mesh = await api(`${path}/isosurface?level=${level}`);
+    if (request === surfaceRequests) view.setMesh(mesh); // a later level may have been asked meanwhile
+    $('view-note').textContent = '';
+  } catch (error) {
+    $('view-note').textContent = error.message;
+  }
+}
+
+function setupLevel(phi) {
+  const slider = $('level');
+  slider.value = phi;
+  slider.addEventListener('input', () => { $('level-out').textContent = fmt(Number(slider.value), 3); });
+  slider.addEventListener('change', () => loadSurface(Number(slider.value)));
+  $('level-reset').addEventListener('click', () => {
+    slider.value = phi;
+    loadSurface(phi);
+  });
+  for (const [box, part] of [['show-surface', 'surface'], ['show-atoms', 'atoms'], ['show-points', 'points']]) {
+    $(box).addEventListener('change', () => {
+      view.show[part] = $(box).checked;
+      view.request();
+    });
+  }
+}

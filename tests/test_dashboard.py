@@ -1,0 +1,283 @@
+"""The dashboard in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright against a
+live ``elfscreen serve`` (a subprocess, SQLite store, the shipped model) that screens four real hydrogen
+crystals — the three DFT test cells of ``tests/data/qe`` and CaH6. Checks the live updates, the table and
+its sorting and filters, the plots, a batch page, a structure page (3D view, slice, critical points,
+downloads), that no page logs a console error or loads anything from elsewhere, and saves a PNG of each
+page in ``tests/artifacts/``."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from pymatgen.core import Lattice, Structure
+
+from model.volumetric import read_grid
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the dashboard tests need the playwright package "
+                               "(pip install playwright; the browser is Debian's chromium)")
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip("the dashboard tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+                allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+QE = ROOT / "tests" / "data" / "qe"
+NAMES = ["h2_molecular_cubic", "h_chains_tetragonal", "h_hexagonal"]
+
+
+def structures() -> dict[str, str]:
+    """POSCAR text of the three DFT test cells, and CaH6 (Im-3m, primitive cell) as CIF."""
+    files = {f"POSCAR_{name}": read_grid(QE / f"{name}.ELF.cube.gz").structure.to(fmt="poscar") for name in NAMES}
+    cah6 = Structure.from_spacegroup("Im-3m", Lattice.cubic(3.52), ["Ca", "H"], [[0, 0, 0], [0.25, 0, 0.5]])
+    files["cah6.cif"] = cah6.get_primitive_structure().to(fmt="cif")
+    return files
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``elfscreen serve`` on a free port with a fresh SQLite store; yields its base URL."""
+    folder = tmp_path_factory.mktemp("dashboard")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELFSCREEN_")}  # the shipped model, embedded
+    env.update(ELFSCREEN_DB_URL=f"sqlite:///{folder / 'jobs.db'}", OMP_NUM_THREADS="1")
+    log = folder / "server.log"
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def batches(server):
+    """Two batches, submitted and not awaited: three DFT cells (default options: no grid kept), and CaH6
+    with its grid kept. ``{"cells": submit response, "cah6": submit response}``."""
+    files = structures()
+    cells = httpx.post(f"{server}/v1/screenings", timeout=60,
+                       files=[("files", (name, text)) for name, text in files.items() if name.startswith("POSCAR")])
+    cah6 = httpx.post(f"{server}/v1/screenings", timeout=60, data={"options": json.dumps({"keep_grid": True})},
+                      files=[("files", ("cah6.cif", files["cah6.cif"]))])
+    assert cells.status_code == cah6.status_code == 202, (cells.text, cah6.text)
+    job = cells.json()["jobs"][0]
+    assert job["links"]["ui"] == f"{server}/ui/screenings/{job['id']}"
+    return {"cells": cells.json(), "cah6": cah6.json()}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page whose console errors, page errors, failed requests and requests to other hosts are recorded."""
+
+    def __init__(self, browser, base: str):
+        self.page = browser.new_page(viewport={"width": 1360, "height": 1000})
+        self.problems: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url}"))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.base = base
+
+    def check(self) -> None:
+        assert not self.problems, self.problems
+        foreign = [u for u in self.requests if not u.startswith((self.base, "data:", "blob:"))]
+        assert not foreign, f"requests outside the app: {foreign}"
+
+    def screenshot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+        assert (ARTIFACTS / name).stat().st_size > 10_000
+
+
+@pytest.fixture
+def watched(browser, server):
+    w = Watched(browser, server)
+    yield w
+    w.page.close()
+
+
+def table_values(page, key: str) -> list:
+    """The column ``key`` of the results table, as shown (None for '–')."""
+    return page.eval_on_selector_all(f"#results tbody td:nth-child({column_index(page, key)})",
+                                     "cells => cells.map(c => c.textContent === '–' ? null : c.textContent)")
+
+
+def column_index(page, key: str) -> int:
+    keys = page.eval_on_selector_all("#results thead th", "ths => ths.map(th => th.dataset.key)")
+    return keys.index(key) + 1
+
+
+def painted(page, selector: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (H, W, 3) of an element as the screen shows it, and whether each is not white."""
+    pixels = np.asarray(Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB")).astype(int)
+    return pixels, (pixels < 245).any(axis=-1)
+
+
+def test_pages_update_live_then_stop_polling(watched, browser, server, batches):
+    """Opened while the jobs are queued, the overview and CaH6's page (last in the queue) show them finish."""
+    structure = Watched(browser, server)
+    structure.page.goto(f"{server}/ui/screenings/{batches['cah6']['jobs'][0]['id']}")
+    page = watched.page
+    page.goto(f"{server}/ui")
+    page.wait_for_selector("#results tbody tr")
+    assert page.locator("#results tbody tr[data-status=queued]").count() > 0
+    watched.screenshot("dashboard-overview-live.png")
+    structure.page.wait_for_selector("#status-line[data-status]")
+    assert structure.page.get_attribute("#status-line", "data-status") in ("queued", "running")
+    # the jobs finish while the page is open: no reload
+    page.wait_for_function("() => document.querySelectorAll('#results tbody tr[data-status=done]').length === 4",
+                           timeout=150_000)
+    page.wait_for_function("() => document.querySelectorAll('#batches li[data-finished=true]').length === 2")
+    assert page.is_hidden("#live")
+    polled = len(watched.requests)
+    page.wait_for_timeout(3000)  # longer than the 2 s poll period
+    assert len(watched.requests) == polled, "the page still polls after every job finished"
+    watched.check()
+    structure.page.wait_for_selector("#slice[data-ready=true]", timeout=60_000)
+    structure.check()
+    structure.page.close()
+
+
+def test_table_sorts_filters_and_plots(watched, server, batches):
+    page = watched.page
+    page.goto(f"{server}/ui")
+    page.wait_for_function("() => document.querySelectorAll('#results tbody tr[data-status=done]').length === 4")
+    rows = httpx.get(f"{server}/v1/results").json()["items"]
+    assert sorted(table_values(page, "name")) == sorted(r["name"] for r in rows)
+    assert table_values(page, "formula") == [r["formula"] for r in rows]  # submission order until sorted
+
+    page.click("#results th[data-key=phi] button")
+    assert page.get_attribute("#results th[data-key=phi]", "aria-sort") == "ascending"
+    shown = [float(v) for v in table_values(page, "phi")]
+    assert shown == sorted(shown) and shown == [round(r["phi"], 3) for r in sorted(rows, key=lambda r: r["phi"])]
+    page.click("#results th[data-key=phi] button")
+    assert [float(v) for v in table_values(page, "phi")] == shown[::-1]
+    page.click("#results th[data-key=tc_k] button")
+    assert [float(v) for v in table_values(page, "tc_k")] == sorted(round(r["tc_k"]) for r in rows)
+    page.click("#results th[data-key=name] button")  # text: the browser's collation (case-insensitive)
+    names = table_values(page, "name")
+    assert names == page.evaluate("names => [...names].sort((a, b) => a.localeCompare(b))", names)
+    assert names[0] == "cah6.cif"
+
+    # histogram: 20 bins of φ holding the 4 structures; scatter: one point per structure with φ and Tc
+    assert page.locator("#histogram rect.bar").count() == 20
+    counts = page.eval_on_selector_all("#histogram rect.bar", "bars => bars.map(b => Number(b.dataset.count))")
+    assert sum(counts) == 4
+    with_tc = [r for r in rows if r["phi"] is not None and r["tc_k"] is not None]
+    assert page.locator("#scatter circle.point").count() == len(with_tc) == 4
+    page.hover("#scatter circle.point >> nth=0")
+    assert page.is_visible("#tooltip") and "φ =" in page.inner_text("#tooltip")
+    page.select_option("#hist-var", "tc_k")
+    assert sum(page.eval_on_selector_all("#histogram rect.bar", "bars => bars.map(b => Number(b.dataset.count))")) == 4
+
+    page.fill("#f-text", "h_")  # the names of the chains and the hcp cell
+    assert sorted(table_values(page, "formula")) == ["H2", "H2"]
+    assert page.locator("#scatter circle.point").count() == 2
+    watched.screenshot("dashboard-overview.png")
+    page.fill("#f-text", "")
+    page.fill("#f-phi-min", "0.5")
+    assert all(float(v) >= 0.5 for v in table_values(page, "phi"))
+    watched.check()
+
+
+def test_batch_page_lists_its_jobs_with_a_permalink(watched, server, batches):
+    page = watched.page
+    batch_id = batches["cells"]["batch_id"]
+    page.goto(f"{server}/ui/batches/{batch_id}")
+    page.wait_for_function("() => document.querySelectorAll('#results tbody tr[data-status=done]').length === 3")
+    assert page.input_value("#batch-link") == f"{server}/ui/batches/{batch_id}"
+    assert page.get_attribute("#batch-progress", "value") == "1"
+    csv = httpx.get(page.get_attribute("#batch-csv", "href"))
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert len(csv.text.strip().splitlines()) == 4 and "permalink" in csv.text.splitlines()[0]
+    watched.screenshot("dashboard-batch.png")
+    watched.check()
+
+
+@pytest.mark.parametrize("which", ["cah6", "cells"])
+def test_structure_page_draws_crystal_isosurface_slice_and_downloads(watched, server, batches, which):
+    """CaH6 kept its grid; a DFT cell of the default submission did not, so its views predict it again."""
+    job = httpx.get(f"{server}/v1/batches/{batches[which]['batch_id']}").json()["jobs"][0]
+    page = watched.page
+    page.goto(job["links"]["ui"])
+    page.wait_for_selector("#slice[data-ready=true]", timeout=60_000)
+    page.wait_for_function("() => Number(document.getElementById('view3d').dataset.triangles) > 0 && "
+                           "Number(document.getElementById('view3d').dataset.frames) > 0")
+    assert page.input_value("#permalink") == f"{server}/ui/screenings/{job['id']}"
+    assert job["result"]["formula"] in page.inner_text("#title")
+    _, ink = painted(page, "#slice")
+    assert ink.mean() > 0.3
+    pixels, ink = painted(page, ".view3d")
+    bluish = (pixels[..., 2] > pixels[..., 0] + 40).mean()  # the isosurface's colour
+    assert ink.mean() > 0.05 and bluish > 0.02, (ink.mean(), bluish)
+    listed = job["result"]["critical_points"]["listed"]
+    assert page.locator("#critical-points tbody tr").count() == listed > 0
+
+    # drag rotates the view: another picture
+    before = page.eval_on_selector("#view3d", "c => c.toDataURL()")
+    box = page.locator("#view3d").bounding_box()
+    page.mouse.move(box["x"] + 200, box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 320, box["y"] + 240, steps=5)
+    page.mouse.up()
+    page.wait_for_function("before => document.getElementById('view3d').toDataURL() !== before", arg=before)
+
+    kinds = {"#dl-json": "application/json", "#dl-csv": "text/csv", "#dl-cube": "chemical/x-cube"}
+    for selector, kind in kinds.items():
+        response = page.request.get(page.eval_on_selector(selector, "a => a.href"))
+        assert response.status == 200 and response.headers["content-type"].startswith(kind), (selector, response.status)
+    watched.screenshot(f"dashboard-structure-{which}.png")
+    watched.check()
+
+
+def test_structure_page_of_an_unknown_job_says_so(watched, server):
+    page = watched.page
+    page.goto(f"{server}/ui/screenings/nope")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "no screening job nope" in page.inner_text("#error")
+    assert [p for p in watched.problems if "404" not in p] == []  # the browser logs the 404 itself
+
+
+def test_ui_is_served_without_external_resources(server):
+    html = httpx.get(f"{server}/ui").text
+    assert "http://" not in html and "https://" not in html
+    csp = httpx.get(f"{server}/ui").headers["content-security-policy"]
+    assert "default-src 'self'" in csp
