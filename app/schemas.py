@@ -110,13 +110,16 @@ class JobPage(BaseModel):
     offset: int
 
 
-class Batch(BaseModel):
+class _BatchProgress(BaseModel):
     id: str
     created_at: datetime
     total: int
     counts: dict[str, int] = Field(description="jobs by status")
     progress: float = Field(description="finished jobs / all jobs, 0…1")
     finished: bool
+
+
+class Batch(_BatchProgress):
     callback_state: str | None = None
     jobs: list[Job] = Field(description="one page of the batch's jobs, with results")
     limit: int
@@ -124,15 +127,9 @@ class Batch(BaseModel):
     links: BatchLinks | None = None
 
 
-class BatchSummary(BaseModel):
+class BatchSummary(_BatchProgress):
     """A batch without its jobs (the dashboard's list)."""
 
-    id: str
-    created_at: datetime
-    total: int
-    counts: dict[str, int] = Field(description="jobs by status")
-    progress: float = Field(description="finished jobs / all jobs, 0…1")
-    finished: bool
     links: BatchLinks
 
 

@@ -483,24 +483,31 @@ def md(structure: Structure, temperature_k: float, nsteps: int, settings: DftSet
                     "dt_fs": round(settings.md_dt_au * 4.8378e-2, 4), "pseudopotential": pseudo.to_dict(),
                     "ecutwfc_ry": settings.md_ecutwfc, "ecutrho_ry": settings.md_ecutrho,
                     "kmesh": kmesh(start.lattice, settings.md_kspacing), "pw_input": text}
+    rc, out, wall = _run_pw("md", text, pseudo, settings, workdir, keep, name, record)
+    info = parse_pw_output(out)
+    record.update({k: info[k] for k in ("qe_version", "pw_timing", "error")}, exit_code=rc, wall_s=round(wall, 2))
+    frames = parse_md_frames(out, start)
+    p0 = re.search(r"P=\s*(-?\d+\.\d+)", out)
+    record["initial_pressure_gpa"] = round(float(p0.group(1)) / 10.0, 3) if p0 else None
+    if rc != 0 or "convergence NOT achieved" in out or len(frames) < nsteps:
+        record["output_tail"] = _tail(out)
+        raise DftError(name, f"pw.x md stopped after {len(frames)} of {nsteps} steps (exit code {rc})"
+                       + (f": {info['error']}" if info["error"] else ""), record)
+    return frames, record
+
+
+def _run_pw(stem: str, text: str, pseudo: Pseudopotential, settings: DftSettings, workdir, keep: bool, name: str,
+            record: dict) -> tuple[int, str, float]:
+    """Run pw.x on ``text`` (``stem.in`` → ``stem.out``) in its own folder, cleaned up afterwards;
+    returns (exit code, output text, wall seconds)."""
     pw = find_executable("pw.x")
     if not pw:
         raise DftError(name, "pw.x is not installed (apt-get install quantum-espresso)", record)
     work, own = _workdir(workdir)
     try:
         _prepare(work, pseudo)
-        (work / "md.in").write_text(text)
-        rc, out, wall = _run(pw, "md.in", "md.out", work, settings.timeout_s)
-        info = parse_pw_output(out)
-        record.update({k: info[k] for k in ("qe_version", "pw_timing", "error")}, exit_code=rc, wall_s=round(wall, 2))
-        frames = parse_md_frames(out, start)
-        p0 = re.search(r"P=\s*(-?\d+\.\d+)", out)
-        record["initial_pressure_gpa"] = round(float(p0.group(1)) / 10.0, 3) if p0 else None
-        if rc != 0 or "convergence NOT achieved" in out or len(frames) < nsteps:
-            record["output_tail"] = _tail(out)
-            raise DftError(name, f"pw.x md stopped after {len(frames)} of {nsteps} steps (exit code {rc})"
-                           + (f": {info['error']}" if info["error"] else ""), record)
-        return frames, record
+        (work / f"{stem}.in").write_text(text)
+        return _run(pw, f"{stem}.in", f"{stem}.out", work, settings.timeout_s)
     finally:
         _clean_up(work, own, keep)
 
@@ -545,34 +552,25 @@ def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = Dft
                             "pw.x 6.7 vc-relax crashes with projector-free H potentials)"),
                     "ecutwfc_ry": settings.relax_ecutwfc, "ecutrho_ry": settings.relax_ecutrho,
                     "kmesh": kmesh(start.lattice, settings.relax_kspacing), "pw_input": text}
-    pw = find_executable("pw.x")
-    if not pw:
-        raise DftError(name, "pw.x is not installed (apt-get install quantum-espresso)", record)
-    work, own = _workdir(workdir)
-    try:
-        _prepare(work, pseudo)
-        (work / "relax.in").write_text(text)
-        rc, out, wall = _run(pw, "relax.in", "relax.out", work, settings.timeout_s)
-        info = parse_pw_output(out)
-        record.update(info, exit_code=rc, wall_s=round(wall, 2))
-        relaxed = _parse_relaxed_structure(out, start)
-        problem = None
-        if info["error"] or rc < 0 or (rc != 0 and info["bfgs_converged"]):  # rc < 0: killed by a signal
-            problem = f"pw.x vc-relax exited with {rc}" + (f": {info['error']}" if info["error"] else "")
-        elif not info["bfgs_converged"] or "convergence NOT achieved" in out or rc != 0:
-            # pw.x exits with 2 (an SCF not converged) or 3 (nstep reached) here
-            problem = (f"vc-relax did not converge ({info['ionic_steps']} ionic steps, exit code {rc}; "
-                       f"{'an SCF did not converge' if 'convergence NOT achieved' in out else 'BFGS not converged'})")
-        elif relaxed is None:
-            problem = "the relaxed structure could not be read from the pw.x output"
-        if problem:
-            record["output_tail"] = _tail(out)
-            raise DftError(name, problem, record)
-        record["relaxed_structure"] = _structure_dict(relaxed)
-        record["volume_per_atom_a3"] = round(relaxed.volume / len(relaxed), 5)
-        return relaxed, record
-    finally:
-        _clean_up(work, own, keep)
+    rc, out, wall = _run_pw("relax", text, pseudo, settings, workdir, keep, name, record)
+    info = parse_pw_output(out)
+    record.update(info, exit_code=rc, wall_s=round(wall, 2))
+    relaxed = _parse_relaxed_structure(out, start)
+    problem = None
+    if info["error"] or rc < 0 or (rc != 0 and info["bfgs_converged"]):  # rc < 0: killed by a signal
+        problem = f"pw.x vc-relax exited with {rc}" + (f": {info['error']}" if info["error"] else "")
+    elif not info["bfgs_converged"] or "convergence NOT achieved" in out or rc != 0:
+        # pw.x exits with 2 (an SCF not converged) or 3 (nstep reached) here
+        problem = (f"vc-relax did not converge ({info['ionic_steps']} ionic steps, exit code {rc}; "
+                   f"{'an SCF did not converge' if 'convergence NOT achieved' in out else 'BFGS not converged'})")
+    elif relaxed is None:
+        problem = "the relaxed structure could not be read from the pw.x output"
+    if problem:
+        record["output_tail"] = _tail(out)
+        raise DftError(name, problem, record)
+    record["relaxed_structure"] = _structure_dict(relaxed)
+    record["volume_per_atom_a3"] = round(relaxed.volume / len(relaxed), 5)
+    return relaxed, record
 
 
 def elf_of(structure: Structure, settings: DftSettings = DftSettings(), workdir=None, relax_pressure_gpa: float | None = None,
