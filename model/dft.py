@@ -92,6 +92,8 @@ class DftSettings:
     md_kspacing: float = 1.0
     md_dt_au: float = 15.0  # Rydberg atomic units of time (4.8378e-17 s): 0.73 fs
     md_temperature_window_k: float = 150.0  # velocities are rescaled to the target when T leaves ± this
+    md_degauss: float = 0.02  # Ry; with local-TF mixing, keeps the SCF of metallic (dissociated) snapshots converging
+    md_conv_thr_per_atom: float = 2e-7  # Ry per atom
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -339,9 +341,10 @@ def pw_md_input(structure: Structure, settings: DftSettings, pseudo_name: str, t
         "  tstress = .true.", "/",
         "&SYSTEM", "  ibrav = 0", f"  nat = {nat}", "  ntyp = 1", "  nosym = .true.",
         f"  ecutwfc = {settings.md_ecutwfc:.1f}", f"  ecutrho = {settings.md_ecutrho:.1f}",
-        "  occupations = 'smearing'", f"  smearing = '{settings.smearing}'", f"  degauss = {settings.degauss:.4f}",
+        "  occupations = 'smearing'", f"  smearing = '{settings.smearing}'", f"  degauss = {settings.md_degauss:.4f}",
         "  nspin = 1", "/",
-        "&ELECTRONS", f"  conv_thr = {1e-7 * nat:.2e}", f"  mixing_beta = {settings.mixing_beta}",
+        "&ELECTRONS", f"  conv_thr = {settings.md_conv_thr_per_atom * nat:.2e}", f"  mixing_beta = {settings.mixing_beta}",
+        "  mixing_mode = 'local-TF'",
         f"  electron_maxstep = {settings.electron_maxstep}", "/",
         "&IONS", "  ion_dynamics = 'verlet'", "  ion_temperature = 'rescaling'", f"  tempw = {temperature_k:.1f}",
         f"  tolp = {settings.md_temperature_window_k:.1f}", "/",
