@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--points-per-structure", type=int, default=2000, help="sampled grid points per structure")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--version", default="dev", help="model version string stored in the checkpoint")
+    tr.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; the shipped model does)")
 
     ev = sub.add_parser("evaluate", help="evaluate an ELF model against DFT grids (report.json + PNG plots)")
     ev.add_argument("--model", required=True, help="checkpoint")
@@ -232,7 +233,7 @@ def _train(args) -> int:
                          seed=args.seed)
     model = train(entries, config, model_version=args.version, data_identity=identity)
     model.meta["datasets"] = [str(Path(d)) for d in args.data]
-    model.save(args.out)
+    model.save(args.out, half=args.half)
     _print({"out": args.out, "model_version": args.version, "structures": len(entries), "data_identity": identity,
             "metrics_held_out_points": model.meta.get("metrics_held_out_points")}, 2)
     return 0

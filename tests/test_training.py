@@ -89,3 +89,30 @@ def test_point_metrics_exact(pred, ref, r2):
     assert m["mae"] == 0 and m["r2_identity"] == r2 and m["r2_correlated"] == pytest.approx(1.0)
     shifted = point_metrics(np.array(pred) + 0.1, np.array(ref))
     assert shifted["r2_correlated"] == pytest.approx(1.0) and shifted["r2_identity"] < 1
+
+
+def test_train_and_evaluate_commands_on_a_dataset_folder(tmp_path):
+    """`elfscreen train --half` then `elfscreen evaluate`: float16 weights; held-out = not trained on,
+    a folder the model never saw included."""
+    from app.cli import main
+    from model.dataset import GeneratorOptions, generate
+
+    def fake_elf(structure, settings, workdir=None, relax_pressure_gpa=None, *, name="x"):
+        shape = tuple(int(np.ceil(x / 0.25)) for x in structure.lattice.abc)
+        values = elf_like_grid(structure.lattice.matrix, structure.frac_coords, shape)
+        return ElfGrid(structure, values, name), {"elf": {}, "scf": {}}
+
+    small = GeneratorOptions(crystal_atoms=(4, 6), crystal_small_atoms=(4, 6), stride=1)
+    generate(tmp_path / "a", "crystal", 12, relax_fraction=0.0, options=small, runner=fake_elf)
+    generate(tmp_path / "b", "crystal", 2, seed=7, relax_fraction=0.0, options=small, runner=fake_elf)
+    ckpt = tmp_path / "m.pt"
+    assert main(["train", "--data", str(tmp_path / "a"), "--out", str(ckpt), "--members", "1", "--epochs", "2",
+                 "--points-per-structure", "200", "--half"]) == 0
+    saved = torch.load(ckpt, weights_only=False)
+    assert all(v.dtype == torch.float16 for v in saved["members"][0].values() if v.is_floating_point())
+    splits = ElfModel.load(ckpt).meta["splits"]
+    assert main(["evaluate", "--model", str(ckpt), "--data", str(tmp_path / "a"), str(tmp_path / "b"),
+                 "--out", str(tmp_path / "ev")]) == 0
+    ids = {r["id"] for r in json.loads((tmp_path / "ev" / "report.json").read_text())["structures"]}
+    assert ids == set(splits["validation"]) | set(splits["test"]) | {"crystal-s7-000000", "crystal-s7-000001"}
+    assert (tmp_path / "ev" / "report.md").is_file()
