@@ -68,15 +68,17 @@ def test_phi_and_tc_equal_the_servers_result(server, tmp_path):
 
 
 def test_keep_flag_from_a_config_file_next_to_the_input_detached(server, tmp_path):
-    """The config file sits in the XtalOpt run folder, above the candidates' working directories."""
-    (tmp_path / "elfscreen-objective.conf").write_text(
-        f"# elfscreen objective for the fil line\nserver = {server}\nspacing = {SPACING}\nobjective = phi > 0.25\n"
-        f"outfile = {OUTFILE}\ndetach = yes\n")
+    """The config file sits in the XtalOpt run folder, above the candidates' working directories; the
+    rule's threshold lies between the two candidates' φ (as the server computes them)."""
     s = structures()
-    keep = xtalopt_run(tmp_path / "local" / "1x1", s["h6_hex"].to(fmt="poscar"), detached=True)
-    drop = xtalopt_run(tmp_path / "local" / "1x2", s["h4_tet"].to(fmt="poscar"), detached=True)
-    phis = [server_result(server, str(poscar_path(tmp_path, s[name])), name)["phi"] for name in ("h6_hex", "h4_tet")]
-    assert phis[0] > 0.25 > phis[1]
+    phis = {name: server_result(server, str(poscar_path(tmp_path, s[name])), name)["phi"] for name in ("h6_hex", "h4_tet")}
+    high, low = sorted(phis, key=phis.get, reverse=True)
+    assert phis[high] - phis[low] > 0.02
+    (tmp_path / "elfscreen-objective.conf").write_text(
+        f"# elfscreen objective for the fil line\nserver = {server}\nspacing = {SPACING}\n"
+        f"objective = phi > {(phis[high] + phis[low]) / 2:.4f}\noutfile = {OUTFILE}\ndetach = yes\n")
+    keep = xtalopt_run(tmp_path / "local" / "1x1", s[high].to(fmt="poscar"), detached=True)
+    drop = xtalopt_run(tmp_path / "local" / "1x2", s[low].to(fmt="poscar"), detached=True)
     assert (keep, drop) == (1.0, 0.0)
 
 
