@@ -316,10 +316,7 @@ def _rank(args) -> int:
 
 
 def _print(obj: dict, indent: int) -> None:
-    try:
-        print(json.dumps(obj, indent=indent or None, ensure_ascii=False), flush=True)
-    except BrokenPipeError:  # e.g. `elfscreen … | head`
-        sys.stderr.close()
+    print(json.dumps(obj, indent=indent or None, ensure_ascii=False), flush=True)
 
 
 COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serve": _serve, "dataset": _dataset,
@@ -329,18 +326,24 @@ COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serv
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "examples":
-        from model.pipeline import example_path, examples
-
-        for name in examples():
-            print(f"{name}\t{example_path(name)}")
-        return 0
     try:
-        return COMMANDS[args.command](args)
+        if args.command == "examples":
+            from model.pipeline import example_path, examples
+
+            for name in examples():
+                print(f"{name}\t{example_path(name)}")
+            code = 0
+        else:
+            code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below and not at interpreter exit
+        return code
     except InputError as err:
         print(f"elfscreen: error: {err}", file=sys.stderr)
         _print(err.to_dict(), 0)
         return 2
+    except BrokenPipeError:  # the reader went away, e.g. `elfscreen … | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

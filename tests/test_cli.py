@@ -82,3 +82,11 @@ def test_density_file_is_refused(tmp_path):
     path.write_text("\n".join(text[:head] + scaled) + "\n")
     proc = run("topology", str(path))
     assert proc.returncode == 2 and "not an ELF" in proc.stderr
+
+
+def test_a_reader_that_goes_away_is_not_an_error():
+    """`elfscreen … | head -c 0`: the pipe is closed before anything is written; no traceback, exit 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "examples"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "Broken" not in err
