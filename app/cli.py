@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("file", nargs="?", help="ELF grid file (cube, ELFCAR; .gz accepted)")
     src.add_argument("--example", metavar="NAME", help="analyse a shipped example grid (see `elfscreen examples`)")
-    t.add_argument("--format", choices=["cube", "elfcar"], help="file format (default: from the file name)")
+    t.add_argument("--format", choices=["cube", "elfcar", "npz"], help="file format (default: from the file name)")
     t.add_argument("--rescale-qe", action="store_true", help="rescale ELF written by Quantum ESPRESSO 6.8–7.5")
     _add_result_options(t)
     t.add_argument("--indent", type=int, default=2, help="JSON indent (0: one line)")

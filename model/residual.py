@@ -837,7 +837,7 @@ def add_arguments(parser) -> None:
                        description="Predict the ELF on exactly the grid of a DFT reference, form the residual in ELF and "
                                    "logit space, fit it with a band-limited Fourier series for each k_max of a scan and "
                                    "write DIR/residual.json and the PNG panels of the paper's Fig. 2 (A–I).")
-    r.add_argument("--dft", required=True, metavar="REF", help="reference ELF grid (cube or ELFCAR, .gz accepted)")
+    r.add_argument("--dft", required=True, metavar="REF", help="reference ELF grid (cube or ELFCAR, .gz accepted; or an elfscreen dataset .npz)")
     r.add_argument("--model", help="ELF model checkpoint (default: the one shipped with elfscreen)")
     r.add_argument("--pred", metavar="GRID", help="use this predicted ELF grid (same grid as REF) instead of a model")
     where = r.add_mutually_exclusive_group()
@@ -849,7 +849,7 @@ def add_arguments(parser) -> None:
     r.add_argument("--eps", type=float, default=DEFAULT_EPS, help=f"clip ELF to [ε, 1−ε] before the logit (default {DEFAULT_EPS:g})")
     r.add_argument("--plateau-fraction", type=float, default=PLATEAU_FRACTION,
                    help=f"plateau k_max: the smallest k_max reaching this share of the largest MAE gain (default {PLATEAU_FRACTION:g})")
-    r.add_argument("--format", choices=["cube", "elfcar"], help="format of REF (default: from the name)")
+    r.add_argument("--format", choices=["cube", "elfcar", "npz"], help="format of REF (default: from the name)")
     r.add_argument("--rescale-qe", action="store_true", help="rescale a REF written by Quantum ESPRESSO 6.8–7.5")
     r.add_argument("--device", help="torch device (default: cuda when present)")
     r.add_argument("--no-figures", action="store_true", help="write residual.json only")
