@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
+
+PG = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"  # the machine's PostgreSQL, trust auth
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -19,3 +22,16 @@ def _model_setting_stays_in_its_module():
     from app import jobs
 
     jobs._load.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A fresh PostgreSQL database for this module, dropped afterwards."""
+    import psycopg
+
+    name = f"elfscreen_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

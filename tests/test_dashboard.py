@@ -1,6 +1,8 @@
 """The dashboard in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright against a
-live ``elfscreen serve`` (a subprocess, SQLite store, the shipped model) that screens four real hydrogen
-crystals — the three DFT test cells of ``tests/data/qe`` and CaH6. Checks the live updates, the table and
+live ``elfscreen serve`` (a subprocess, PostgreSQL store, the shipped model, Celery over the machine's Redis)
+that screens four real hydrogen crystals — the three DFT test cells of ``tests/data/qe`` and CaH6; the
+Celery worker starts only once the pages show the jobs queued, so the live updates are seen every time.
+Checks the live updates, the table and
 its sorting and filters, the plots, a batch page, a structure page (3D view, slice, critical points,
 downloads), that no page logs a console error or loads anything from elsewhere, and saves a PNG of each
 page in ``tests/artifacts/``."""
@@ -9,10 +11,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -51,14 +55,22 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``elfscreen serve`` on a free port with a fresh SQLite store; yields its base URL."""
+def service_env(pg_url):
+    """The service's settings: the shipped model, PostgreSQL, Celery over the machine's Redis on a queue of
+    this module's own, so jobs stay queued until :func:`worker` starts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELFSCREEN_")}
+    env.update(ELFSCREEN_DB_URL=pg_url, ELFSCREEN_BROKER_URL="redis://127.0.0.1:6379/0",
+               ELFSCREEN_QUEUE=f"dashboard-{uuid.uuid4().hex[:8]}", OMP_NUM_THREADS="1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, service_env):
+    """``elfscreen serve`` on a free port; yields its base URL."""
     folder = tmp_path_factory.mktemp("dashboard")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELFSCREEN_")}  # the shipped model, embedded
-    env.update(ELFSCREEN_DB_URL=f"sqlite:///{folder / 'jobs.db'}", OMP_NUM_THREADS="1")
     log = folder / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=service_env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -80,9 +92,40 @@ def server(tmp_path_factory):
             proc.kill()
 
 
+class Worker:
+    """A Celery worker on the module's queue, started when a test asks for it (once)."""
+
+    def __init__(self, env: dict, log: Path):
+        self.env, self.log, self.proc = env, log, None
+
+    def start(self) -> None:
+        if self.proc is None:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", self.env["ELFSCREEN_QUEUE"],
+                 "-c", "1", "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                 "-n", f"dashboard-{os.getpid()}@%h"],
+                cwd=ROOT, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def worker(service_env, tmp_path_factory):
+    w = Worker(service_env, tmp_path_factory.mktemp("worker") / "worker.log")
+    yield w
+    w.stop()
+
+
 @pytest.fixture(scope="module")
 def batches(server):
-    """Two batches, submitted and not awaited: three DFT cells (default options: no grid kept), and CaH6
+    """Two batches, submitted while no worker runs (so they stay queued): three DFT cells (default options: no grid kept), and CaH6
     with its grid kept. ``{"cells": submit response, "cah6": submit response}``."""
     files = structures()
     cells = httpx.post(f"{server}/v1/screenings", timeout=60,
@@ -93,6 +136,18 @@ def batches(server):
     job = cells.json()["jobs"][0]
     assert job["links"]["ui"] == f"{server}/ui/screenings/{job['id']}"
     return {"cells": cells.json(), "cah6": cah6.json()}
+
+
+@pytest.fixture(scope="module")
+def done(server, batches, worker):
+    """The batches, finished (the worker started if no test has started it yet)."""
+    worker.start()
+    deadline = time.monotonic() + 240
+    for b in batches.values():
+        while not httpx.get(f"{server}/v1/batches/{b['batch_id']}", timeout=30).json()["finished"]:
+            assert time.monotonic() < deadline, worker.log.read_text()[-3000:]
+            time.sleep(0.5)
+    return batches
 
 
 @pytest.fixture(scope="module")
@@ -151,17 +206,19 @@ def painted(page, selector: str) -> tuple[np.ndarray, np.ndarray]:
     return pixels, (pixels < 245).any(axis=-1)
 
 
-def test_pages_update_live_then_stop_polling(watched, browser, server, batches):
-    """Opened while the jobs are queued, the overview and CaH6's page (last in the queue) show them finish."""
+def test_pages_update_live_then_stop_polling(watched, browser, server, batches, worker):
+    """Opened while the jobs are queued (no worker yet), the overview and CaH6's page show them finish once a
+    worker starts."""
     structure = Watched(browser, server)
     structure.page.goto(f"{server}/ui/screenings/{batches['cah6']['jobs'][0]['id']}")
     page = watched.page
     page.goto(f"{server}/ui")
     page.wait_for_selector("#results tbody tr")
-    assert page.locator("#results tbody tr[data-status=queued]").count() > 0
+    assert page.locator("#results tbody tr[data-status=queued]").count() == 4
     watched.screenshot("dashboard-overview-live.png")
     structure.page.wait_for_selector("#status-line[data-status]")
-    assert structure.page.get_attribute("#status-line", "data-status") in ("queued", "running")
+    assert structure.page.get_attribute("#status-line", "data-status") == "queued"
+    worker.start()
     # the jobs finish while the page is open: no reload
     page.wait_for_function("() => document.querySelectorAll('#results tbody tr[data-status=done]').length === 4",
                            timeout=150_000)
@@ -176,7 +233,7 @@ def test_pages_update_live_then_stop_polling(watched, browser, server, batches):
     structure.page.close()
 
 
-def test_table_sorts_filters_and_plots(watched, server, batches):
+def test_table_sorts_filters_and_plots(watched, server, done):
     page = watched.page
     page.goto(f"{server}/ui")
     page.wait_for_function("() => document.querySelectorAll('#results tbody tr[data-status=done]').length === 4")
@@ -218,9 +275,9 @@ def test_table_sorts_filters_and_plots(watched, server, batches):
     watched.check()
 
 
-def test_batch_page_lists_its_jobs_with_a_permalink(watched, server, batches):
+def test_batch_page_lists_its_jobs_with_a_permalink(watched, server, done):
     page = watched.page
-    batch_id = batches["cells"]["batch_id"]
+    batch_id = done["cells"]["batch_id"]
     page.goto(f"{server}/ui/batches/{batch_id}")
     page.wait_for_function("() => document.querySelectorAll('#results tbody tr[data-status=done]').length === 3")
     assert page.input_value("#batch-link") == f"{server}/ui/batches/{batch_id}"
@@ -233,9 +290,9 @@ def test_batch_page_lists_its_jobs_with_a_permalink(watched, server, batches):
 
 
 @pytest.mark.parametrize("which", ["cah6", "cells"])
-def test_structure_page_draws_crystal_isosurface_slice_and_downloads(watched, server, batches, which):
+def test_structure_page_draws_crystal_isosurface_slice_and_downloads(watched, server, done, which):
     """CaH6 kept its grid; a DFT cell of the default submission did not, so its views predict it again."""
-    job = httpx.get(f"{server}/v1/batches/{batches[which]['batch_id']}").json()["jobs"][0]
+    job = httpx.get(f"{server}/v1/batches/{done[which]['batch_id']}").json()["jobs"][0]
     page = watched.page
     page.goto(job["links"]["ui"])
     page.wait_for_selector("#slice[data-ready=true]", timeout=60_000)

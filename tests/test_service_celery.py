@@ -14,7 +14,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -27,24 +26,12 @@ from test_service_common import (OPTIONS, SPACING, as_files, comparable, make_ch
                                  structures, wait_for)
 
 ROOT = Path(__file__).resolve().parents[1]
-PG = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 LEASE_S = 3.0
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    """A fresh PostgreSQL database for this module, dropped afterwards."""
-    name = f"elfscreen_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 class RedisServer:
