@@ -22,13 +22,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def service_environ(folder: Path, **env: str) -> dict:
+    """The environment of a service process: this one's without a broker (embedded), an SQLite store in
+    ``folder``, one thread, then the ``ELFSCREEN_*`` overrides in ``env``."""
+    environ = {k: v for k, v in os.environ.items() if k != "ELFSCREEN_BROKER_URL"}
+    environ.update({"ELFSCREEN_DB_URL": f"sqlite:///{folder / 'jobs.db'}", "OMP_NUM_THREADS": "1"}, **env)
+    return environ
+
+
 @contextmanager
 def live_server(folder: Path, **env: str):
-    """Yield the base URL of ``elfscreen serve`` running in ``folder`` (``ELFSCREEN_*`` overrides in
-    ``env``) once ``/readyz`` answers 200 (model loaded); stop it afterwards."""
+    """Yield the base URL of ``elfscreen serve`` running in ``folder`` (environment: :func:`service_environ`)
+    once ``/readyz`` answers 200 (model loaded); stop it afterwards."""
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if k != "ELFSCREEN_BROKER_URL"}
-    environ.update(ELFSCREEN_DB_URL=f"sqlite:///{folder / 'jobs.db'}", OMP_NUM_THREADS="1", **env)
+    environ = service_environ(folder, **env)
     log = folder / "server.log"
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=folder, env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)

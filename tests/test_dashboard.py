@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 from PIL import Image
 from pymatgen.core import Lattice, Structure
 
+from live_server import live_server, service_environ
 from model.volumetric import read_grid
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the dashboard tests need the playwright package "
@@ -48,48 +48,21 @@ def structures() -> dict[str, str]:
     return files
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def service_env(pg_url):
-    """The service's settings: the shipped model, PostgreSQL, Celery over the machine's Redis on a queue of
+def service_env(pg_url, tmp_path_factory):
+    """The settings of the server and the worker: PostgreSQL, Celery over the machine's Redis on a queue of
     this module's own, so jobs stay queued until :func:`worker` starts."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELFSCREEN_")}
-    env.update(ELFSCREEN_DB_URL=pg_url, ELFSCREEN_BROKER_URL="redis://127.0.0.1:6379/0",
-               ELFSCREEN_QUEUE=f"dashboard-{uuid.uuid4().hex[:8]}", OMP_NUM_THREADS="1")
-    return env
+    return service_environ(tmp_path_factory.mktemp("dashboard"), ELFSCREEN_DB_URL=pg_url,
+                           ELFSCREEN_BROKER_URL="redis://127.0.0.1:6379/0",
+                           ELFSCREEN_QUEUE=f"dashboard-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, service_env):
     """``elfscreen serve`` on a free port; yields its base URL."""
-    folder = tmp_path_factory.mktemp("dashboard")
-    port = free_port()
-    log = folder / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT, env=service_env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    overrides = {k: service_env[k] for k in ("ELFSCREEN_DB_URL", "ELFSCREEN_BROKER_URL", "ELFSCREEN_QUEUE")}
+    with live_server(tmp_path_factory.mktemp("server"), **overrides) as url:
+        yield url
 
 
 class Worker:
