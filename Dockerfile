@@ -27,5 +27,5 @@ USER elfscreen
 WORKDIR /data
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
-# the API; the worker services run `celery -A worker.celery_app worker …` instead
+# the API; the worker services run `celery -A elfscreen.worker.celery_app worker …` instead
 CMD ["elfscreen", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -8,7 +8,7 @@ import time
 
 from fastapi import Request
 
-from app.config import Settings
+from elfscreen.app.config import Settings
 
 
 class ApiError(Exception):

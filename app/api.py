@@ -26,20 +26,20 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import metrics
-from app.access import ApiError, BodyLimit, BodyTooLarge, RateLimiter, owner_of, too_large
-from app.config import Settings
-from app.dashboard import add_dashboard
-from app.dispatch import Sweeper, make_dispatcher, sweep
-from app.jobs import LimitError, get_model, notify_batch, prepare
-from app.links import base_url, batch_links, job_links
-from app.schemas import (Batch, ErrorResponse, Job, JobPage, JobRef, Options, Status, SubmitRequest, SubmitResponse,
+from elfscreen.app import metrics
+from elfscreen.app.access import ApiError, BodyLimit, BodyTooLarge, RateLimiter, owner_of, too_large
+from elfscreen.app.config import Settings
+from elfscreen.app.dashboard import add_dashboard
+from elfscreen.app.dispatch import Sweeper, make_dispatcher, sweep
+from elfscreen.app.jobs import LimitError, get_model, notify_batch, prepare
+from elfscreen.app.links import base_url, batch_links, job_links
+from elfscreen.app.schemas import (Batch, ErrorResponse, Job, JobPage, JobRef, Options, Status, SubmitRequest, SubmitResponse,
                          job_out, keep_grid, timestamp)
-from app.store import UNFINISHED, Store
-from model import __version__
-from model.errors import InputError
-from model.pipeline import NoModelError
-from model.volumetric import write_grid
+from elfscreen.app.store import UNFINISHED, Store
+from elfscreen.model import __version__
+from elfscreen.model.errors import InputError
+from elfscreen.model.pipeline import NoModelError
+from elfscreen.model.volumetric import write_grid
 
 log = logging.getLogger("elfscreen.api")
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 413, 415, 422, 429, 503)}

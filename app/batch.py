@@ -1,4 +1,4 @@
-"""``elfscreen submit``, ``watch`` and ``rank``: many structure files through :mod:`elfscreen_client`
+"""``elfscreen submit``, ``watch`` and ``rank``: many structure files through :mod:`elfscreen.client`
 (a server, or the embedded pipeline), results as JSON lines or CSV, and a ranked table of them.
 
 A results line is the ScreeningResult object with ``file`` and ``index`` (position in a multi-structure
@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from elfscreen_client import (
+from elfscreen.client import (
     Client,
     ClientError,
     Item,
@@ -25,7 +25,7 @@ from elfscreen_client import (
     read_file,
 )
 
-from model.errors import InputError
+from elfscreen.model.errors import InputError
 
 CSV_COLUMNS = ("file", "index", "name", "status", "formula", "n_atoms", "spacegroup", "phi", "phi_star", "phi_1d",
                "phi_2d", "phi_dos", "tc_k", "tc_raw_k", "tc_model", "phi_std", "tc_std_k", "error")

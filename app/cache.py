@@ -15,7 +15,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 import spglib
 from pymatgen.core import Lattice, Structure
 
-from model import __version__
+from elfscreen.model import __version__
 
 SYMPREC_A = 1e-3  # Å: symmetry tolerance of the canonical setting (tight: only numerically equal cells match)
 _MATCHER = StructureMatcher(ltol=1e-3, stol=5e-3, angle_tol=0.05, primitive_cell=False, scale=False,

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from model import __version__
-from model.errors import InputError
-from model.tc import TC_MODELS
+from elfscreen.model import __version__
+from elfscreen.model.errors import InputError
+from elfscreen.model.tc import TC_MODELS
 
 STRUCTURE_FORMATS = ["cif", "poscar", "extxyz", "res"]
 
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_result_options(sc)
 
     ds = sub.add_parser("dataset", help="generate DFT ELF datasets with Quantum ESPRESSO (resumable)")
-    from model import dataset
+    from elfscreen.model import dataset
 
     dataset.add_arguments(ds)
 
@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="analyses of a predicted ELF against DFT (residual: the paper's Fig. 2)",
                         description="Analyses of a model's ELF against a DFT reference.")
-    from model import residual
+    from elfscreen.model import residual
 
     residual.add_arguments(an)
 
@@ -156,7 +156,7 @@ def _grid_options(args) -> dict:
 
 
 def _topology(args) -> int:
-    from model.pipeline import example_path, topology_from_file
+    from elfscreen.model.pipeline import example_path, topology_from_file
 
     _check_hdos(args)
     path = example_path(args.example) if args.example else args.file
@@ -166,10 +166,10 @@ def _topology(args) -> int:
 
 
 def _predict(args) -> int:
-    from model.pipeline import load_model
-    from model.predict import predict_grid
-    from model.structures import read_structure
-    from model.volumetric import ElfGrid, write_grid
+    from elfscreen.model.pipeline import load_model
+    from elfscreen.model.predict import predict_grid
+    from elfscreen.model.structures import read_structure
+    from elfscreen.model.volumetric import ElfGrid, write_grid
 
     structure = read_structure(args.structure, args.format)
     model = load_model(args.model, args.device)
@@ -188,7 +188,7 @@ def _predict(args) -> int:
 
 
 def _grid_format(path: str) -> str:
-    from model.volumetric import guess_grid_format
+    from elfscreen.model.volumetric import guess_grid_format
 
     try:
         return guess_grid_format(path)
@@ -197,7 +197,7 @@ def _grid_format(path: str) -> str:
 
 
 def _screen(args) -> int:
-    from model.pipeline import load_model, screen_file
+    from elfscreen.model.pipeline import load_model, screen_file
 
     _check_hdos(args)
     options = {**_grid_options(args), **_result_options(args)}
@@ -220,13 +220,13 @@ def _screen(args) -> int:
 
 
 def _dataset(args) -> int:
-    from model import dataset
+    from elfscreen.model import dataset
 
     return dataset.run(args)
 
 
 def _train(args) -> int:
-    from model.train import TrainConfig, train
+    from elfscreen.model.train import TrainConfig, train
 
     entries, identity = _load_data(args.data)
     config = TrainConfig(members=args.members, epochs=args.epochs, points_per_structure=args.points_per_structure,
@@ -240,8 +240,8 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from model.evaluate import evaluate
-    from model.pipeline import load_model
+    from elfscreen.model.evaluate import evaluate
+    from elfscreen.model.pipeline import load_model
 
     model = load_model(args.model, args.device)
     entries, _ = _load_data(args.data)
@@ -263,7 +263,7 @@ def _evaluate(args) -> int:
 
 
 def _load_data(folders):
-    from model.train import load_entries
+    from elfscreen.model.train import load_entries
 
     try:
         return load_entries(folders)
@@ -272,20 +272,20 @@ def _load_data(folders):
 
 
 def _analyze(args) -> int:
-    from model import residual
+    from elfscreen.model import residual
 
     return residual.run_args(args)
 
 
 def _serve(args) -> int:
-    from app.server import serve
+    from elfscreen.app.server import serve
 
     serve(args.host, args.port)
     return 0
 
 
 def _client_and_options(args):
-    from elfscreen_client import Client
+    from elfscreen.client import Client
 
     _check_hdos(args)
     options = {**_grid_options(args), **_result_options(args)}
@@ -293,7 +293,7 @@ def _client_and_options(args):
 
 
 def _submit(args) -> int:
-    from app import batch
+    from elfscreen.app import batch
 
     client, options = _client_and_options(args)
     with client:
@@ -301,7 +301,7 @@ def _submit(args) -> int:
 
 
 def _watch(args) -> int:
-    from app import batch
+    from elfscreen.app import batch
 
     client, options = _client_and_options(args)
     with client:
@@ -310,7 +310,7 @@ def _watch(args) -> int:
 
 
 def _rank(args) -> int:
-    from app import batch
+    from elfscreen.app import batch
 
     return batch.rank(args.results, args.by, args.top)
 
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "examples":
-            from model.pipeline import example_path, examples
+            from elfscreen.model.pipeline import example_path, examples
 
             for name in examples():
                 print(f"{name}\t{example_path(name)}")

@@ -21,9 +21,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from app.config import Settings
-from app.jobs import run_job
-from app.store import Store
+from elfscreen.app.config import Settings
+from elfscreen.app.jobs import run_job
+from elfscreen.app.store import Store
 
 log = logging.getLogger("elfscreen.dispatch")
 GRACE_S = 5.0  # a queued job younger than this may still be on its way to the broker
@@ -90,7 +90,7 @@ class CeleryDispatcher:
     mode = "celery"
 
     def __init__(self, store: Store, settings: Settings):
-        from worker.celery_app import BATCH_TASK, MANY_TASK, make_app
+        from elfscreen.worker.celery_app import BATCH_TASK, MANY_TASK, make_app
 
         self.store, self.settings = store, settings
         self.app = make_app(settings)

@@ -1,6 +1,6 @@
 """A job's life outside the HTTP layer: validate and store a submission, run a job, report a batch.
 
-:func:`prepare` runs in the API (bad input → :class:`~model.errors.InputError` → HTTP 4xx before anything
+:func:`prepare` runs in the API (bad input → :class:`~elfscreen.model.errors.InputError` → HTTP 4xx before anything
 is stored); :func:`run_job` runs wherever the job executes (the embedded pool or a Celery worker) and calls
 ``model.pipeline.screen_structure``, exactly what ``elfscreen screen`` calls.
 """
@@ -20,16 +20,16 @@ from pathlib import Path
 import httpx
 import torch
 
-from app.cache import cache_key, same_crystal
-from app.config import Settings
-from app.store import Claim, Store, new_id
-from model.descriptor import pick_device
-from model.errors import InputError
-from model.network import ElfModel, file_sha256
-from model.pipeline import load_model, model_path, screen_prediction
-from model.predict import grid_shape, predict_grid, predict_grids
-from model.structures import StructureLimits, guess_format, parse_structure
-from model.volumetric import write_grid
+from elfscreen.app.cache import cache_key, same_crystal
+from elfscreen.app.config import Settings
+from elfscreen.app.store import Claim, Store, new_id
+from elfscreen.model.descriptor import pick_device
+from elfscreen.model.errors import InputError
+from elfscreen.model.network import ElfModel, file_sha256
+from elfscreen.model.pipeline import load_model, model_path, screen_prediction
+from elfscreen.model.predict import grid_shape, predict_grid, predict_grids
+from elfscreen.model.structures import StructureLimits, guess_format, parse_structure
+from elfscreen.model.volumetric import write_grid
 
 log = logging.getLogger("elfscreen.jobs")
 PIPELINE_OPTIONS = ("spacing_a", "tc_model", "h_dos", "refine", "min_persistence")
@@ -54,7 +54,7 @@ def _load(device: str | None) -> tuple[ElfModel, str]:
 
 def get_model(device: str | None = None) -> tuple[ElfModel, str]:
     """The ELF model of this process and its identity (version and checkpoint hash), loaded on first use.
-    Raises :class:`~model.pipeline.NoModelError` when none is installed."""
+    Raises :class:`~elfscreen.model.pipeline.NoModelError` when none is installed."""
     with _model_lock:
         return _load(device)
 
@@ -66,7 +66,7 @@ def prepare(items: list[dict], options: dict, settings: Settings, store: Store, 
     same model and options are answered from the cache (rows born ``done``, ``cached``).
 
     ``items`` hold ``name``, ``format`` (or None), ``content``, ``hdos`` (or None). Raises
-    :class:`LimitError` or :class:`~model.errors.InputError` naming the first bad input; ``.others``
+    :class:`LimitError` or :class:`~elfscreen.model.errors.InputError` naming the first bad input; ``.others``
     on the error lists the error objects of every bad input. ``parsed_out``, when given, receives the
     parsed structure of each queued job by id (the embedded pool runs them without parsing again).
     """
@@ -219,7 +219,7 @@ def run_jobs(store: Store, job_ids: list[str], settings: Settings, worker: str) 
 
 def run_batch(store: Store, job_ids: list[str], settings: Settings, worker: str) -> list[str | None]:
     """Run the jobs of one message together (a GPU worker): claim every fresh one at once, predict their
-    grids in one batch (:func:`~model.predict.predict_grids`: one network call per round of chunks), then
+    grids in one batch (:func:`~elfscreen.model.predict.predict_grids`: one network call per round of chunks), then
     screen and finish each on its own, so a job that fails fails alone. A job lost once with a worker
     (``attempts`` > 0) runs alone afterwards, claimed just before it runs, so a structure that kills its
     worker costs only its own attempts. Returns each job's final status (None: not ours to run)."""

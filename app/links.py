@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from app.config import Settings
+from elfscreen.app.config import Settings
 
 
 def base_url(request: Request, settings: Settings) -> str:

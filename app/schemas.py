@@ -1,4 +1,4 @@
-"""The API's request and response bodies. A job's ``result`` is :class:`model.result.ScreeningResult`,
+"""The API's request and response bodies. A job's ``result`` is :class:`elfscreen.model.result.ScreeningResult`,
 the object ``elfscreen screen`` prints; errors are the result schema's ``{"error": {…}}`` object."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from app.links import job_links
-from model.result import ScreeningResult
-from model.structures import FORMATS
-from model.tc import TC_MODELS
+from elfscreen.app.links import job_links
+from elfscreen.model.result import ScreeningResult
+from elfscreen.model.structures import FORMATS
+from elfscreen.model.tc import TC_MODELS
 
 TcModel = Literal[tuple(sorted(TC_MODELS))]  # type: ignore[valid-type]
 Status = Literal["queued", "running", "done", "failed"]
@@ -182,7 +182,7 @@ def timestamp(t: float | None) -> datetime | None:
 
 
 def job_out(row: dict, with_result: bool = True, base: str | None = None) -> Job:
-    """The API view of a store row; with ``base`` (see :func:`app.links.base_url`), its permanent links."""
+    """The API view of a store row; with ``base`` (see :func:`elfscreen.app.links.base_url`), its permanent links."""
     return Job(id=row["id"], batch_id=row["batch_id"], name=row["name"], status=row["status"], cached=row["cached"],
                cached_from=row["cached_from"], options=row["options"], attempts=row["attempts"],
                grid_available=grid_kept(row),

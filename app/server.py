@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import uvicorn
 
-from app.api import create_app
-from app.config import Settings
+from elfscreen.app.api import create_app
+from elfscreen.app.config import Settings
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:

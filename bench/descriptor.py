@@ -109,10 +109,10 @@ def _network():
     provides ``ElfModel.untrained``, else a plain MLP 165→128→128→1 (SiLU, sigmoid)."""
     import torch
 
-    from model.descriptor import PAPER_V1
+    from elfscreen.model.descriptor import PAPER_V1
 
     try:
-        from model.network import ElfModel
+        from elfscreen.model.network import ElfModel
 
         model = ElfModel.untrained(descriptor=PAPER_V1, n_members=1, seed=0)
         predict = model.predict
@@ -135,7 +135,7 @@ def _network():
             mean, _std = predict(features)
         return mean
 
-    return run, "model.network.ElfModel.untrained(n_members=1, seed=0).predict"
+    return run, "elfscreen.model.network.ElfModel.untrained(n_members=1, seed=0).predict"
 
 
 def run_child(n_atoms: int, mode: str, subset: int, repeat: int, profile: bool, threads: int = 0) -> dict:
@@ -144,7 +144,7 @@ def run_child(n_atoms: int, mode: str, subset: int, repeat: int, profile: bool, 
     if threads > 0:
         torch.set_num_threads(threads)
 
-    from model.descriptor import PAPER_V1, describe, iter_describe
+    from elfscreen.model.descriptor import PAPER_V1, describe, iter_describe
 
     structure = make_structure(n_atoms)
     n = grid_size(structure)

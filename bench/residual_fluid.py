@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model.dataset import read_manifest
-from model.pipeline import load_model
-from model.residual import plateau_of, run, write_comparison
+from elfscreen.model.dataset import read_manifest
+from elfscreen.model.pipeline import load_model
+from elfscreen.model.residual import plateau_of, run, write_comparison
 
 QUANTITIES = {  # summary key → (where in residual.json, label)
     "baseline_mae": (("baseline", "mae"), "baseline MAE"),

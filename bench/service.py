@@ -41,8 +41,8 @@ from pymatgen.core import Lattice, Structure
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.store import Store, jobs  # noqa: E402
-from model.network import ElfModel  # noqa: E402
+from elfscreen.app.store import Store, jobs  # noqa: E402
+from elfscreen.model.network import ElfModel  # noqa: E402
 
 
 def crystals(n: int, seed: int) -> list[tuple[str, str]]:
@@ -106,10 +106,10 @@ def measure(mode: str, args, env: dict, folder: Path) -> dict:
         workers = int(mode[-1])
         queue = f"bench-{uuid.uuid4().hex[:6]}"
         env.update(ELFSCREEN_BROKER_URL=args.broker, ELFSCREEN_QUEUE=queue)
-        procs.append(start([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue,
+        procs.append(start([sys.executable, "-m", "celery", "-A", "elfscreen.worker.celery_app", "worker", "-Q", queue,
                             "-c", str(workers), "--without-gossip", "--without-mingle", "--without-heartbeat",
                             "-l", "WARNING"], env, folder / f"{mode}-worker.log"))
-    procs.append(start([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env, folder / f"{mode}-api.log"))
+    procs.append(start([sys.executable, "-m", "elfscreen.app.cli", "serve", "--port", str(port)], env, folder / f"{mode}-api.log"))
     try:
         for _ in range(600):
             try:

@@ -126,9 +126,9 @@ def make_field(structure, n: int, slab: int = 16) -> np.ndarray:
 
 def _warm_up(structure) -> float:
     """Compile/load the numba sweep and touch every code path of analyze on a tiny grid."""
-    from model.sweep import sweep
-    from model.topology import analyze
-    from model.volumetric import ElfGrid
+    from elfscreen.model.sweep import sweep
+    from elfscreen.model.topology import analyze
+    from elfscreen.model.volumetric import ElfGrid
 
     t0 = time.perf_counter()
     tiny = ElfGrid(structure, make_field(structure, 12), name="warm-up")
@@ -139,7 +139,7 @@ def _warm_up(structure) -> float:
 
 
 def _phi_of_sweep(values: np.ndarray, result) -> tuple[float | None, float | None]:
-    from model.sweep import EVENT_3D, EVENT_H_PAIR
+    from elfscreen.model.sweep import EVENT_3D, EVENT_H_PAIR
 
     flat = values.ravel()
     out = []
@@ -150,9 +150,9 @@ def _phi_of_sweep(values: np.ndarray, result) -> tuple[float | None, float | Non
 
 
 def run_child(size: int, mode: str, field_path: str | None, repeat: int, profile: bool) -> dict:
-    from model.sweep import sweep
-    from model.topology import analyze, h_attractors
-    from model.volumetric import ElfGrid
+    from elfscreen.model.sweep import sweep
+    from elfscreen.model.topology import analyze, h_attractors
+    from elfscreen.model.volumetric import ElfGrid
 
     structure = make_structure()
     warm_s = _warm_up(structure)

@@ -1,15 +1,15 @@
 """Datasets of DFT ELF grids of dense hydrogen: generate them (resumably) and read them back.
 
 ``generate(out_dir, kind, count)`` makes ``count`` structures of one kind and computes their PBE ELF
-with :func:`model.dft.elf_of`, one at a time, writing each result as it finishes:
+with :func:`elfscreen.model.dft.elf_of`, one at a time, writing each result as it finishes:
 
 - ``DIR/<id>.npz`` (compressed): ``elf`` (float16, shape ``grid_shape``), ``lattice`` (3×3 Å, rows),
   ``species``, ``frac_coords``, ``grid_shape``, ``full_grid_shape`` and ``stride`` (the stored grid is
   every ``stride``-th point of the DFT grid along each axis: ``elf[i, j, k]`` sits at fractional
-  ``(i/n1, j/n2, k/n3)`` of the stored shape, the :class:`~model.volumetric.ElfGrid` convention);
+  ``(i/n1, j/n2, k/n3)`` of the stored shape, the :class:`~elfscreen.model.volumetric.ElfGrid` convention);
 - one line of ``DIR/manifest.jsonl``: id, kind, index, seed, structure hash, generator parameters, the
   QE settings, version, pseudopotential, inputs, timings and convergence, the file's SHA-256, and
-  φ, φ*, φ_1d, φ_2d from :func:`model.topology.analyze` on the full-resolution float64 grid;
+  φ, φ*, φ_1d, φ_2d from :func:`elfscreen.model.topology.analyze` on the full-resolution float64 grid;
 - a failed or unconverged run goes to ``DIR/failed.jsonl`` with its reason and record; it is skipped
   (never used) by reruns too.
 
@@ -23,7 +23,7 @@ first. Kinds:
   molecules); a fraction is relaxed at 100 GPa (pw.x vc-relax) before the ELF;
 - ``fluid``: hand-made snapshots of the dense fluid (76–139 GPa, ≈ 1500 K): H2 molecules with thermal
   spread of bond length and random orientation, plus dissociated atoms, in near-cubic cells;
-- ``fluid-md``: snapshots of short Born–Oppenheimer MD runs (:func:`model.dft.md`, 1500 K, fixed cell)
+- ``fluid-md``: snapshots of short Born–Oppenheimer MD runs (:func:`elfscreen.model.dft.md`, 1500 K, fixed cell)
   started from a hand-made fluid cell, one trajectory per nominal pressure in turn (76, 115, 139 GPa by
   default, the paper's three); entry ``index`` is snapshot ``index % snapshots`` of trajectory
   ``index // snapshots``. Each trajectory runs once; its snapshots are kept in ``DIR/md/<trajectory>.json``.
@@ -51,11 +51,11 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-from model import __version__
-from model.dft import DftError, DftSettings, elf_of, md
-from model.errors import InputError, StructureError
-from model.structures import validate_structure
-from model.volumetric import ElfGrid, read_npz
+from elfscreen.model import __version__
+from elfscreen.model.dft import DftError, DftSettings, elf_of, md
+from elfscreen.model.errors import InputError, StructureError
+from elfscreen.model.structures import validate_structure
+from elfscreen.model.volumetric import ElfGrid, read_npz
 
 KINDS = ("crystal", "fluid", "fluid-md")  # append only: the index seeds the random streams
 FAMILIES = {  # crystal family → space-group range (trigonal and hexagonal both in the hexagonal family; listed apart)
@@ -496,7 +496,7 @@ def _json_default(o):
 
 
 def _topology(grid: ElfGrid) -> dict:
-    from model.topology import analyze
+    from elfscreen.model.topology import analyze
 
     t0 = time.monotonic()
     topo = analyze(grid)
@@ -524,7 +524,7 @@ def generate(out_dir: str | Path, kind: str, count: int, seed: int = 0, relax_fr
 
     ``relax_fraction`` (default 0.2 for crystals, 0 for fluids): share of structures relaxed at
     ``options.relax_pressure_gpa`` before the ELF (among cells of at most ``options.relax_max_atoms``). ``progress`` is called with a dict after every
-    structure. ``runner`` replaces :func:`model.dft.elf_of` and ``md_runner`` :func:`model.dft.md` (tests). ``max_new`` stops after that many
+    structure. ``runner`` replaces :func:`elfscreen.model.dft.elf_of` and ``md_runner`` :func:`elfscreen.model.dft.md` (tests). ``max_new`` stops after that many
     new DFT runs. Returns counts: ``done`` (new), ``failed`` (new), ``skipped`` (finished before).
     Only one generator may work in a folder at a time (a lock file).
     """

@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-from model.errors import InputError
-from model.volumetric import BOHR_A, ElfGrid, qe_rescale, read_grid
+from elfscreen.model.errors import InputError
+from elfscreen.model.volumetric import BOHR_A, ElfGrid, qe_rescale, read_grid
 
 QE_DIR = Path(__file__).resolve().parent / "qe"
 LD1_INPUT = QE_DIR / "H.ld1.in"
@@ -428,7 +428,7 @@ def _qe_version_tuple(version: str | None) -> tuple[int, int] | None:
 
 
 def needs_rescale(version: str | None) -> bool:
-    """True for QE 6.8–7.5, whose non-spin-polarised ELF needs :func:`model.volumetric.qe_rescale`."""
+    """True for QE 6.8–7.5, whose non-spin-polarised ELF needs :func:`elfscreen.model.volumetric.qe_rescale`."""
     v = _qe_version_tuple(version)
     return v is not None and (6, 8) <= v <= (7, 5)
 

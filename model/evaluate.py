@@ -13,10 +13,10 @@ from typing import Sequence
 import numpy as np
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from model.network import ElfModel
-from model.predict import predict_grid
-from model.topology import analyze
-from model.train import Entry, point_metrics
+from elfscreen.model.network import ElfModel
+from elfscreen.model.predict import predict_grid
+from elfscreen.model.topology import analyze
+from elfscreen.model.train import Entry, point_metrics
 
 
 def crystal_family(entry: Entry) -> str:

@@ -71,7 +71,7 @@ def isosurface(values: np.ndarray, lattice: np.ndarray, level: float) -> Mesh:
 
     Returns a :class:`Mesh` with vertices in Å (Cartesian, ``frac @ lattice``, frac in [0, 1]) and normals
     from the grid's gradient (periodic central differences, interpolated like the vertices). Memory is
-    about 200 bytes per grid point; coarsen large grids first (:func:`model.sampling.resample`).
+    about 200 bytes per grid point; coarsen large grids first (:func:`elfscreen.model.sampling.resample`).
     """
     values = np.asarray(values, dtype=float)
     lattice = np.asarray(lattice, dtype=float)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.descriptor import PAPER_V1, DescriptorParams
+from elfscreen.model.descriptor import PAPER_V1, DescriptorParams
 
 CHECKPOINT_FORMAT = "elfscreen-checkpoint-1"
 

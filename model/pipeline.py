@@ -1,4 +1,4 @@
-"""From an input to a :class:`~model.result.ScreeningResult`: the one path the CLI, API and workers share."""
+"""From an input to a :class:`~elfscreen.model.result.ScreeningResult`: the one path the CLI, API and workers share."""
 from __future__ import annotations
 
 import os
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model.errors import GridError, InputError
-from model.network import CheckpointError, ElfModel
-from model.predict import DEFAULT_SPACING_A, Prediction, predict_grid
-from model.result import GridInfo, ScreeningResult, build_result
-from model.structures import read_structure
-from model.tc import estimate_tc
-from model.topology import analyze
-from model.volumetric import ElfGrid, guess_grid_format, read_grid
+from elfscreen.model.errors import GridError, InputError
+from elfscreen.model.network import CheckpointError, ElfModel
+from elfscreen.model.predict import DEFAULT_SPACING_A, Prediction, predict_grid
+from elfscreen.model.result import GridInfo, ScreeningResult, build_result
+from elfscreen.model.structures import read_structure
+from elfscreen.model.tc import estimate_tc
+from elfscreen.model.topology import analyze
+from elfscreen.model.volumetric import ElfGrid, guess_grid_format, read_grid
 
 COARSE_GRID_A = 0.15  # Å; coarser grids get a warning (the sweep's resolution error grows with spacing)
 
@@ -112,7 +112,7 @@ def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spaci
 
 def screen_prediction(pred: Prediction, model: ElfModel, *, h_dos: float | None = None, tc_model: str = "belli2021",
                       refine: bool = True, min_persistence: float = 0.005, timings_s: dict | None = None) -> ScreeningResult:
-    """Screen a predicted grid (from :func:`~model.predict.predict_grid` with ``model``)."""
+    """Screen a predicted grid (from :func:`~elfscreen.model.predict.predict_grid` with ``model``)."""
     structure, name = pred.grid.structure, pred.grid.name
     timings = {**(timings_s or {}), **pred.timings_s}
     warnings = _model_warnings(structure, model)

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from model.descriptor import iter_describe, pick_device
-from model.network import ElfModel
-from model.volumetric import ElfGrid
+from elfscreen.model.descriptor import iter_describe, pick_device
+from elfscreen.model.network import ElfModel
+from elfscreen.model.volumetric import ElfGrid
 
 DEFAULT_SPACING_A = 0.1
 

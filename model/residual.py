@@ -3,7 +3,7 @@ correction of the paper (its Eqs. 6–9 and Fig. 2), as pure functions plus a re
 
 Conventions (used by every function here and in ``residual.json``):
 
-* **Grid.** ``values[i, j, k]`` sits at fractional ``(i/N1, j/N2, k/N3)`` (see :mod:`model.volumetric`);
+* **Grid.** ``values[i, j, k]`` sits at fractional ``(i/N1, j/N2, k/N3)`` (see :mod:`elfscreen.model.volumetric`);
   the grid is complete and periodic, with no repeated boundary plane.
 * **Residual.** Always *predicted − reference*, in ELF space ``y_loc − y_ref`` and in logit space
   ``logit(y_loc) − logit(y_ref)`` with ``logit(y) = ln[y/(1−y)]`` of ``y`` clipped to ``[ε, 1−ε]``.
@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model import __version__
-from model.errors import GridError, InputError
+from elfscreen.model import __version__
+from elfscreen.model.errors import GridError, InputError
 
 if TYPE_CHECKING:  # only for annotations: keeps `import model.residual` (and the CLI parser) light
-    from model.volumetric import ElfGrid
+    from elfscreen.model.volumetric import ElfGrid
 
 DEFAULT_EPS = 1e-4
 PLATEAU_FRACTION = 0.95
@@ -790,17 +790,17 @@ def run(reference_path, model_path=None, slice=None, volume: bool = False, kmax_
     ``slice``: ``None`` (plane z = 0), ``"z=0.25"`` or ``("z", 0.25)``; the plane is the grid plane
     nearest that fractional position. ``volume=True`` fits the whole 3D grid (the plane is then only
     shown). ``kmax_scan``: see :func:`kmax_values`. ``prediction_path``: a predicted ELF grid file on
-    the same grid, used instead of running a model; ``model``: an :class:`~model.network.ElfModel`
+    the same grid, used instead of running a model; ``model``: an :class:`~elfscreen.model.network.ElfModel`
     already loaded. Returns a summary dict (baseline, plateau, written files).
     """
-    from model.volumetric import read_grid
+    from elfscreen.model.volumetric import read_grid
 
     ks = kmax_values(kmax_scan)
     axis, frac = parse_slice(slice)
     _check_eps(eps)
     _check_fraction(plateau_fraction)
     if prediction_path is None and model is None:  # fail before reading a large grid
-        from model.pipeline import load_model
+        from elfscreen.model.pipeline import load_model
 
         model = load_model(model_path, device)
     reference = read_grid(reference_path, fmt, rescale_qe=rescale_qe)
@@ -815,7 +815,7 @@ def run(reference_path, model_path=None, slice=None, volume: bool = False, kmax_
         predicted = pred_grid.values
         source = {"prediction": str(prediction_path)}
     else:
-        from model.predict import predict_grid
+        from elfscreen.model.predict import predict_grid
 
         pred = predict_grid(reference.structure, model, shape=reference.shape, device=device, name=reference.name)
         predicted = pred.grid.values
@@ -869,10 +869,10 @@ def run_args(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m model.residual residual --dft … --out …`` (the same as ``elfscreen analyze residual``)."""
+    """``python -m elfscreen.model.residual residual --dft … --out …`` (the same as ``elfscreen analyze residual``)."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m model.residual")
+    p = argparse.ArgumentParser(prog="python -m elfscreen.model.residual")
     add_arguments(p)
     args = p.parse_args(argv)
     try:

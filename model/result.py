@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from model import __version__
-from model.tc import TcEstimate
-from model.topology import Topology
+from elfscreen.model import __version__
+from elfscreen.model.tc import TcEstimate
+from elfscreen.model.topology import Topology
 
 SCHEMA_VERSION = "1.0"
 SYMPREC = 0.1  # Å, for the space group reported

@@ -3,7 +3,7 @@
 The grid follows elfscreen's convention (``values[i, j, k]`` at fractional ``(i/N1, j/N2, k/N3)``).
 Sampling is trilinear between the 8 surrounding nodes, wrapping periodically; it is meant for pictures
 (a slice, a coarser grid for an isosurface), not for φ, which comes from the Fourier interpolant
-(:mod:`model.fourier`).
+(:mod:`elfscreen.model.fourier`).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.fourier import FourierField
+from elfscreen.model.fourier import FourierField
 
 
 def trilinear(values: np.ndarray, frac: np.ndarray) -> np.ndarray:

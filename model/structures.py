@@ -1,7 +1,7 @@
 """Read and validate crystal structures (CIF, POSCAR/CONTCAR, extxyz, AIRSS .res).
 
 Parsing is pymatgen's (CIF, POSCAR, .res) and ASE's (extxyz); this module only picks the reader,
-turns every failure into one :class:`~model.errors.StructureError` that names the input and the
+turns every failure into one :class:`~elfscreen.model.errors.StructureError` that names the input and the
 problem, and checks that the structure is something elfscreen can screen. Lengths in Å.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Element, Structure
 
-from model.errors import StructureError
+from elfscreen.model.errors import StructureError
 
 FORMATS = ("cif", "poscar", "extxyz", "res")
 

@@ -3,7 +3,7 @@
 Voxels are added in order of decreasing value. Neighbours are the 6 face neighbours on the periodic
 grid (6-connectivity: two voxels touch only through a shared face, so the superlevel set never
 leaks through a diagonal where the field between the two voxel centres dips below both; the
-resulting resolution error is removed by the sub-voxel refinement in :mod:`model.fourier`).
+resulting resolution error is removed by the sub-voxel refinement in :mod:`elfscreen.model.fourier`).
 
 Each voxel stores its parent and the integer lattice offset of its periodic copy relative to its
 parent's, so every set knows the unwrapped position of each member. Joining two members of one set

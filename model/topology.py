@@ -7,9 +7,9 @@ Definitions follow ``../shared/notes/networking-value.md``:
   belongs to the piece holding its attractor: the highest grid point within 0.7 bohr of the proton
   (the proton's nearest grid point when none lies that close).
 
-All four come from one descending union–find sweep (:mod:`model.sweep`, 6-connectivity), exact on the
+All four come from one descending union–find sweep (:mod:`elfscreen.model.sweep`, 6-connectivity), exact on the
 grid. The grid value is then refined to the critical point of the periodic Fourier interpolant that
-the event voxel sits on (:mod:`model.fourier`): Newton on the gradient, accepted only if it converges
+the event voxel sits on (:mod:`elfscreen.model.fourier`): Newton on the gradient, accepted only if it converges
 nearby to the right kind of point; otherwise the grid value is kept and the result says so.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from pymatgen.core import Structure
 
-from model.fourier import FourierField
-from model.sweep import EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR, sweep
-from model.volumetric import ElfGrid
+from elfscreen.model.fourier import FourierField
+from elfscreen.model.sweep import EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR, sweep
+from elfscreen.model.volumetric import ElfGrid
 
 ATTRACTOR_RADIUS_A = 0.7 * 0.529177210903  # 0.7 bohr
 MAX_LISTED = 64  # critical points listed (and refined); counts cover all of them

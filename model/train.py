@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from model.descriptor import PAPER_V1, DescriptorParams, describe
-from model.network import ElfModel, ElfNet
-from model.volumetric import ElfGrid
+from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
+from elfscreen.model.network import ElfModel, ElfNet
+from elfscreen.model.volumetric import ElfGrid
 
 N_BINS = 20
 
@@ -184,7 +184,7 @@ def training_range(entries: Sequence[Entry]) -> dict:
 def load_entries(folders: Sequence[str | Path]) -> tuple[list[Entry], str]:
     """Every structure of the dataset folders (``model.dataset`` layout) and the data identity: a
     sha256 over their manifests."""
-    from model.dataset import load_entry, read_manifest
+    from elfscreen.model.dataset import load_entry, read_manifest
 
     entries, digest = [], hashlib.sha256()
     for folder in folders:

@@ -16,7 +16,7 @@ import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 from pymatgen.io.vasp import Poscar
 
-from model.errors import GridError
+from elfscreen.model.errors import GridError
 
 BOHR_A = 0.529177210903  # CODATA 2018, Å per bohr
 GRID_FORMATS = ("cube", "elfcar", "npz")
@@ -75,7 +75,7 @@ def read_grid(path: str | Path, fmt: str | None = None, *, rescale_qe: bool = Fa
     (:func:`read_npz`).
 
     ``rescale_qe`` applies :func:`qe_rescale` (for ELF written by QE 6.8–7.5). Every problem raises
-    :class:`~model.errors.GridError` naming the file.
+    :class:`~elfscreen.model.errors.GridError` naming the file.
     """
     path = Path(path)
     name = path.name

@@ -19,7 +19,7 @@ def _model_setting_stays_in_its_module():
         os.environ.pop("ELFSCREEN_MODEL", None)
     else:
         os.environ["ELFSCREEN_MODEL"] = before
-    from app import jobs
+    from elfscreen.app import jobs
 
     jobs._load.cache_clear()
 

@@ -37,7 +37,7 @@ def live_server(folder: Path, **env: str):
     port = free_port()
     environ = service_environ(folder, **env)
     log = folder / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=folder, env=environ,
+    proc = subprocess.Popen([sys.executable, "-m", "elfscreen.app.cli", "serve", "--port", str(port)], cwd=folder, env=environ,
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from app import jobs
-from app.config import Settings
-from app.dispatch import messages
-from app.store import Store
-from model.network import ElfModel
-from model.pipeline import load_model, screen_structure
-from model.predict import predict_grid, predict_grids
-from model.structures import parse_structure
+from elfscreen.app import jobs
+from elfscreen.app.config import Settings
+from elfscreen.app.dispatch import messages
+from elfscreen.app.store import Store
+from elfscreen.model.network import ElfModel
+from elfscreen.model.pipeline import load_model, screen_structure
+from elfscreen.model.predict import predict_grid, predict_grids
+from elfscreen.model.structures import parse_structure
 from test_service_common import SPACING, comparable, make_checkpoint, many_structures, same, structures
 
 FULL_OPTIONS = {"spacing_a": SPACING, "tc_model": "belli2021", "h_dos": None, "refine": True, "min_persistence": 0.005,

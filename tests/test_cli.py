@@ -14,7 +14,7 @@ CONTRACT = {"phi", "phi_star", "phi_1d", "phi_2d", "h_fraction", "tc", "bottlene
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "elfscreen.app.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_topology_of_shipped_example():
@@ -86,7 +86,7 @@ def test_density_file_is_refused(tmp_path):
 
 def test_a_reader_that_goes_away_is_not_an_error():
     """`elfscreen … | head -c 0`: the pipe is closed before anything is written; no traceback, exit 0."""
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "examples"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "elfscreen.app.cli", "examples"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "Broken" not in err

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import ase.io
 import httpx
 import pytest
-from elfscreen_client import Client, ClientError, ScreeningFailed, ServerError
-from elfscreen_client.inputs import as_items, split_structures
+from elfscreen.client import Client, ClientError, ScreeningFailed, ServerError
+from elfscreen.client.inputs import as_items, split_structures
 from live_server import live_server
 from test_service_common import comparable, structures
 

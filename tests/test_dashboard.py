@@ -25,7 +25,7 @@ from PIL import Image
 from pymatgen.core import Lattice, Structure
 
 from live_server import live_server, service_environ
-from model.volumetric import read_grid
+from elfscreen.model.volumetric import read_grid
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the dashboard tests need the playwright package "
                                "(pip install playwright; the browser is Debian's chromium)")
@@ -74,7 +74,7 @@ class Worker:
     def start(self) -> None:
         if self.proc is None:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", self.env["ELFSCREEN_QUEUE"],
+                [sys.executable, "-m", "celery", "-A", "elfscreen.worker.celery_app", "worker", "-Q", self.env["ELFSCREEN_QUEUE"],
                  "-c", "1", "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
                  "-n", f"dashboard-{os.getpid()}@%h"],
                 cwd=ROOT, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)

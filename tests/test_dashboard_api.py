@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from test_service_common import OPTIONS, as_files, make_checkpoint, structures, wait_for
 
-from app.api import create_app
-from app.config import Settings
-from app.dashboard.grids import GridCache
-from app.store import jobs
-from model.volumetric import parse_grid
+from elfscreen.app.api import create_app
+from elfscreen.app.config import Settings
+from elfscreen.app.dashboard.grids import GridCache
+from elfscreen.app.store import jobs
+from elfscreen.model.volumetric import parse_grid
 
 PUBLIC = "https://elf.example.org/screening"
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Structure
 
-from model.dataset import (
+from elfscreen.model.dataset import (
     FAMILIES,
     MIN_HH_A,
     GeneratorOptions,
@@ -29,9 +29,9 @@ from model.dataset import (
     structure_hash,
     summary,
 )
-from model.dft import DftError, DftSettings, qe_available
-from model.structures import validate_structure
-from model.volumetric import ElfGrid
+from elfscreen.model.dft import DftError, DftSettings, qe_available
+from elfscreen.model.structures import validate_structure
+from elfscreen.model.volumetric import ElfGrid
 
 SMALL = GeneratorOptions(crystal_atoms=(4, 8), crystal_small_atoms=(4, 8), fluid_atoms=(32, 34))
 
@@ -228,7 +228,7 @@ def test_real_dft_generation_is_resumable(tmp_path):
 
 
 def test_command_line_summary_and_bad_kind(tmp_path, capsys):
-    from app.cli import main
+    from elfscreen.app.cli import main
 
     generate(tmp_path, "crystal", 1, options=SMALL, runner=FakeRunner(), relax_fraction=0.0)
     assert main(["dataset", "summary", str(tmp_path)]) == 0

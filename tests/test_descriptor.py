@@ -10,7 +10,7 @@ from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 from scipy.special import eval_legendre
 
-from model.descriptor import PAPER_V1, DescriptorParams, describe, real_spherical_harmonics
+from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe, real_spherical_harmonics
 
 
 def reference(structure: Structure, frac_points: np.ndarray, params: DescriptorParams = PAPER_V1,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from model.dft import (
+from elfscreen.model.dft import (
     DftError,
     DftSettings,
     elf_of,
@@ -30,7 +30,7 @@ from model.dft import (
     standard_orientation,
     with_settings,
 )
-from model.errors import InputError
+from elfscreen.model.errors import InputError
 
 DATA = Path(__file__).resolve().parent / "data" / "qe"
 TINY = DftSettings(ecutwfc=30.0, ecutrho=120.0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.isosurface import isosurface
-from model.sampling import cell_plane, resample, saddle_plane, slice_values, trilinear
+from elfscreen.model.isosurface import isosurface
+from elfscreen.model.sampling import cell_plane, resample, saddle_plane, slice_values, trilinear
 
 
 def frac_grid(shape) -> np.ndarray:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from model.descriptor import PAPER_V1, DescriptorParams, describe
-from model.network import CheckpointError, ElfModel
-from model.pipeline import screen_structure
-from model.predict import grid_shape, predict_grid
-from model.volumetric import read_grid
+from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
+from elfscreen.model.network import CheckpointError, ElfModel
+from elfscreen.model.pipeline import screen_structure
+from elfscreen.model.predict import grid_shape, predict_grid
+from elfscreen.model.volumetric import read_grid
 
 
 def small_structure(extra=None) -> Structure:
@@ -97,7 +97,7 @@ def test_screen_result_carries_uncertainty_provenance_and_warnings(ensemble):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "elfscreen.app.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_predict_and_screen(ensemble, tmp_path):
@@ -127,7 +127,7 @@ def test_cli_screen_with_a_missing_model_says_so(tmp_path):
 
 
 def test_no_installed_model_is_a_clear_error(tmp_path, monkeypatch):
-    import model.pipeline as pipeline
+    import elfscreen.model.pipeline as pipeline
 
     monkeypatch.delenv("ELFSCREEN_MODEL", raising=False)
     monkeypatch.setattr(pipeline, "WEIGHTS_DIR", tmp_path)

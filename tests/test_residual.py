@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from model.errors import GridError, InputError
-from model.residual import (DEFAULT_EPS, FIGURES, analyze_residual, band_limited_fit, fields_at, inv_logit,
+from elfscreen.model.errors import GridError, InputError
+from elfscreen.model.residual import (DEFAULT_EPS, FIGURES, analyze_residual, band_limited_fit, fields_at, inv_logit,
                             k_index, kmax_values, logit, main, parse_slice, run, write_comparison, write_report)
-from model.volumetric import ElfGrid, write_grid
+from elfscreen.model.volumetric import ElfGrid, write_grid
 from reference import elf_like_grid
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -207,7 +207,7 @@ def test_every_figure_renders_to_a_valid_png(tmp_path):
 
 
 def test_end_to_end_command_with_an_untrained_model(tmp_path):
-    from model.network import ElfModel
+    from elfscreen.model.network import ElfModel
 
     ref, _ = tiny_triclinic()
     cube = write_grid(ref, tmp_path / "ref.cube", digits=8)

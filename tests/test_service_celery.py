@@ -18,10 +18,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from app.api import create_app
-from app.config import Settings
-from model.pipeline import load_model, screen_structure
-from model.structures import parse_structure
+from elfscreen.app.api import create_app
+from elfscreen.app.config import Settings
+from elfscreen.model.pipeline import load_model, screen_structure
+from elfscreen.model.structures import parse_structure
 from test_service_common import (OPTIONS, SPACING, as_files, comparable, make_checkpoint, many_structures, same,
                                  structures, wait_for)
 
@@ -67,13 +67,13 @@ def _pings(client) -> bool:
 
 
 class Worker:
-    """``celery -A worker.celery_app worker`` as a subprocess in its own process group."""
+    """``celery -A elfscreen.worker.celery_app worker`` as a subprocess in its own process group."""
 
     def __init__(self, broker: str, db_url: str, queue: str, log: Path, concurrency: int = 1):
         env = {**os.environ, "ELFSCREEN_BROKER_URL": broker, "ELFSCREEN_DB_URL": db_url, "ELFSCREEN_LEASE_S": str(LEASE_S)}
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queue, "-c", str(concurrency),
+            [sys.executable, "-m", "celery", "-A", "elfscreen.worker.celery_app", "worker", "-Q", queue, "-c", str(concurrency),
              "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
              "-n", f"{log.stem}@%h", "-l", "INFO"],
             cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)

@@ -13,8 +13,8 @@ OPTIONS = {"spacing_a": SPACING}
 
 def make_checkpoint(folder) -> str:
     """An untrained 2-member ELF model, saved, and ELFSCREEN_MODEL pointing at it."""
-    from app import jobs
-    from model.network import ElfModel
+    from elfscreen.app import jobs
+    from elfscreen.model.network import ElfModel
 
     path = folder / "elf-test.pt"
     model = ElfModel.untrained(n_members=2)

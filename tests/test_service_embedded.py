@@ -8,11 +8,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pymatgen.core import Lattice, Structure
 
-from app.api import create_app
-from app.config import Settings
-from model.pipeline import load_model, screen_structure
-from model.structures import parse_structure
-from model.volumetric import parse_grid
+from elfscreen.app.api import create_app
+from elfscreen.app.config import Settings
+from elfscreen.model.pipeline import load_model, screen_structure
+from elfscreen.model.structures import parse_structure
+from elfscreen.model.volumetric import parse_grid
 from test_service_common import OPTIONS, SPACING, as_files, comparable, make_checkpoint, structures, wait_for
 
 

@@ -10,8 +10,8 @@ schemathesis = pytest.importorskip("schemathesis")
 from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from app.api import create_app  # noqa: E402
-from app.config import Settings  # noqa: E402
+from elfscreen.app.api import create_app  # noqa: E402
+from elfscreen.app.config import Settings  # noqa: E402
 from test_service_common import make_checkpoint  # noqa: E402
 
 FOLDER = Path(tempfile.mkdtemp(prefix="elfscreen-schema-"))

@@ -13,8 +13,8 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.res import ResIO
 
-from model.errors import InputError, StructureError
-from model.structures import (
+from elfscreen.model.errors import InputError, StructureError
+from elfscreen.model.structures import (
     FORMATS,
     StructureLimits,
     guess_format,

@@ -29,7 +29,7 @@ def server(tmp_path_factory):
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("ELFSCREEN_SERVER", "ELFSCREEN_API_KEY")}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=timeout, check=False,
+    return subprocess.run([sys.executable, "-m", "elfscreen.app.cli", *args], capture_output=True, text=True, timeout=timeout, check=False,
                           env={**env, "OMP_NUM_THREADS": "1"})
 
 
@@ -143,7 +143,7 @@ def test_watch_screens_each_file_once_when_complete(server, tmp_path):
     args = ["watch", str(root), "--server", server, "--out", str(out), "--spacing", SPACING, "--settle", "1.5",
             "--interval", "0.3"]
     env = {k: v for k, v in os.environ.items() if k != "ELFSCREEN_SERVER"}
-    watcher = subprocess.Popen([sys.executable, "-m", "app.cli", *args, "--timeout", "12"], env=env,
+    watcher = subprocess.Popen([sys.executable, "-m", "elfscreen.app.cli", *args, "--timeout", "12"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(2)

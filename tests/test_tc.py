@@ -1,7 +1,7 @@
 """Tc relations against the values printed in the networking-value note and the reference README."""
 import pytest
 
-from model.tc import TC_MODELS, estimate_tc
+from elfscreen.model.tc import TC_MODELS, estimate_tc
 
 
 @pytest.mark.parametrize("phi, expected", [(0.23, 87.5), (0.59, 357.5), (0.64, 395.0), (0.13, 12.5)])

@@ -9,8 +9,8 @@ from pymatgen.core import Lattice, Structure
 from scipy.optimize import minimize
 from scipy.signal import resample
 
-from model.topology import analyze
-from model.volumetric import ElfGrid, read_grid
+from elfscreen.model.topology import analyze
+from elfscreen.model.volumetric import ElfGrid, read_grid
 from reference import brute_attractors, elf_like, elf_like_grid, thresholds
 
 DATA = Path(__file__).parent / "data" / "qe"

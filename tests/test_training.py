@@ -8,10 +8,10 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
-from model.evaluate import evaluate
-from model.network import ElfModel
-from model.train import N_BINS, Entry, TrainConfig, point_set, sample_points, split_of, train
-from model.volumetric import ElfGrid
+from elfscreen.model.evaluate import evaluate
+from elfscreen.model.network import ElfModel
+from elfscreen.model.train import N_BINS, Entry, TrainConfig, point_set, sample_points, split_of, train
+from elfscreen.model.volumetric import ElfGrid
 from reference import elf_like_grid
 
 
@@ -83,7 +83,7 @@ def test_evaluate_writes_report_and_plots(tmp_path):
 
 @pytest.mark.parametrize("pred, ref, r2", [([0.1, 0.5, 0.9], [0.1, 0.5, 0.9], 1.0)])
 def test_point_metrics_exact(pred, ref, r2):
-    from model.train import point_metrics
+    from elfscreen.model.train import point_metrics
 
     m = point_metrics(np.array(pred), np.array(ref))
     assert m["mae"] == 0 and m["r2_identity"] == r2 and m["r2_correlated"] == pytest.approx(1.0)
@@ -94,8 +94,8 @@ def test_point_metrics_exact(pred, ref, r2):
 def test_train_and_evaluate_commands_on_a_dataset_folder(tmp_path):
     """`elfscreen train --half` then `elfscreen evaluate`: float16 weights; held-out = not trained on,
     a folder the model never saw included."""
-    from app.cli import main
-    from model.dataset import GeneratorOptions, generate
+    from elfscreen.app.cli import main
+    from elfscreen.model.dataset import GeneratorOptions, generate
 
     def fake_elf(structure, settings, workdir=None, relax_pressure_gpa=None, *, name="x"):
         shape = tuple(int(np.ceil(x / 0.25)) for x in structure.lattice.abc)

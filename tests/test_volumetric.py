@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from model.errors import GridError, InputError
-from model.volumetric import (
+from elfscreen.model.errors import GridError, InputError
+from elfscreen.model.volumetric import (
     BOHR_A,
     ElfGrid,
     guess_grid_format,
@@ -550,7 +550,7 @@ def test_corrupt_gzip(tmp_path):
 
 
 def test_dataset_npz_reads_as_a_grid_and_a_broken_one_is_named(tmp_path):
-    from model.volumetric import read_grid
+    from elfscreen.model.volumetric import read_grid
 
     s = Structure(Lattice.cubic(3.0), ["H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     elf = np.linspace(0, 1, 4 * 5 * 6).reshape(4, 5, 6).astype(np.float16)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from elfscreen_client import Client
+from elfscreen.client import Client
 from live_server import ROOT, live_server
 from test_service_common import structures
 

@@ -1,6 +1,6 @@
 """The Celery application: Redis broker, messages of job ids, results in the job store.
 
-Start a worker with ``celery -A worker.celery_app worker -Q cpu`` (or ``-Q gpu`` with
+Start a worker with ``celery -A elfscreen.worker.celery_app worker -Q cpu`` (or ``-Q gpu`` with
 ``ELFSCREEN_DEVICE=cuda`` and ``--concurrency 1``). The API publishes up to
 ``ELFSCREEN_JOBS_PER_MESSAGE`` job ids per message to ``cpu`` (:data:`MANY_TASK`: run one after another)
 and ``ELFSCREEN_GPU_BATCH`` to ``gpu`` (:data:`BATCH_TASK`: predicted as one batch). Delivery is
@@ -13,7 +13,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from app.config import Settings
+from elfscreen.app.config import Settings
 
 TASK_NAME = "elfscreen.screen"  # one job id (messages published before batching)
 MANY_TASK = "elfscreen.screen_many"  # a list of job ids, run one after another
@@ -23,7 +23,7 @@ DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
 def make_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings`` (the API's publisher and the worker share it)."""
-    app = Celery("elfscreen", broker=settings.broker_url or DEFAULT_BROKER, include=["worker.tasks"])
+    app = Celery("elfscreen", broker=settings.broker_url or DEFAULT_BROKER, include=["elfscreen.worker.tasks"])
     app.conf.update(
         task_queues=[Queue("cpu"), Queue("gpu")],
         task_default_queue="cpu",

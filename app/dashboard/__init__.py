@@ -1,20 +1,20 @@
 """The dashboard: browser pages under ``/ui`` served by the API itself, and the ``/v1`` routes they read.
 
-* :mod:`app.dashboard.pages` — the HTML pages and static files (vanilla JS, SVG plots, a canvas 3D view);
-* :mod:`app.dashboard.routes` — batches, flat result rows (JSON/CSV), and per job the crystal, an ELF
+* :mod:`elfscreen.app.dashboard.pages` — the HTML pages and static files (vanilla JS, SVG plots, a canvas 3D view);
+* :mod:`elfscreen.app.dashboard.routes` — batches, flat result rows (JSON/CSV), and per job the crystal, an ELF
   slice and an isosurface;
-* :mod:`app.dashboard.views` — those three views as JSON, from :mod:`model.isosurface` and :mod:`model.sampling`;
-* :mod:`app.dashboard.grids` — the ELF grid of a job: kept, or predicted again on demand, cached in memory;
-* :mod:`app.dashboard.queries`, :mod:`app.dashboard.rows` — store reads and the flat row / CSV.
+* :mod:`elfscreen.app.dashboard.views` — those three views as JSON, from :mod:`elfscreen.model.isosurface` and :mod:`elfscreen.model.sampling`;
+* :mod:`elfscreen.app.dashboard.grids` — the ELF grid of a job: kept, or predicted again on demand, cached in memory;
+* :mod:`elfscreen.app.dashboard.queries`, :mod:`elfscreen.app.dashboard.rows` — store reads and the flat row / CSV.
 """
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.config import Settings
-from app.dashboard.grids import GridCache
-from app.dashboard.pages import mount_pages
-from app.dashboard.routes import data_router
+from elfscreen.app.config import Settings
+from elfscreen.app.dashboard.grids import GridCache
+from elfscreen.app.dashboard.pages import mount_pages
+from elfscreen.app.dashboard.routes import data_router
 
 
 def add_dashboard(app: FastAPI, settings: Settings) -> None:

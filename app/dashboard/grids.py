@@ -13,15 +13,15 @@ import gzip
 import threading
 from collections import OrderedDict
 
-from app.access import ApiError
-from app.config import Settings
-from app.dashboard.queries import computed_job
-from app.jobs import get_model
-from app.schemas import grid_kept
-from app.store import Store
-from model.predict import predict_grid
-from model.structures import StructureLimits, parse_structure
-from model.volumetric import ElfGrid, parse_grid
+from elfscreen.app.access import ApiError
+from elfscreen.app.config import Settings
+from elfscreen.app.dashboard.queries import computed_job
+from elfscreen.app.jobs import get_model
+from elfscreen.app.schemas import grid_kept
+from elfscreen.app.store import Store
+from elfscreen.model.predict import predict_grid
+from elfscreen.model.structures import StructureLimits, parse_structure
+from elfscreen.model.volumetric import ElfGrid, parse_grid
 
 
 class GridCache:

@@ -20,7 +20,7 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-
 
 def mount_pages(app: FastAPI) -> None:
     """Add ``/ui`` (results of every batch), ``/ui/batches/{id}`` (one batch) and ``/ui/screenings/{id}``
-    (one structure): the permalinks of :mod:`app.links`."""
+    (one structure): the permalinks of :mod:`elfscreen.app.links`."""
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
 
     @app.get("/ui", include_in_schema=False)

@@ -1,9 +1,9 @@
-"""Read-only queries of the dashboard over the job store's tables (:mod:`app.store`)."""
+"""Read-only queries of the dashboard over the job store's tables (:mod:`elfscreen.app.store`)."""
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.store import STATUSES, Store, batches, jobs
+from elfscreen.app.store import STATUSES, Store, batches, jobs
 
 # what a table row needs: no structure text, no claim bookkeeping
 _ROW_COLUMNS = (jobs.c.id, jobs.c.batch_id, jobs.c.name, jobs.c.status, jobs.c.cached, jobs.c.cached_from,

@@ -8,12 +8,12 @@ import re
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from app.access import ApiError, owner_of
-from app.config import Settings
-from app.dashboard import queries, views
-from app.dashboard.rows import result_row, to_csv
-from app.links import base_url, batch_links
-from app.schemas import (
+from elfscreen.app.access import ApiError, owner_of
+from elfscreen.app.config import Settings
+from elfscreen.app.dashboard import queries, views
+from elfscreen.app.dashboard.rows import result_row, to_csv
+from elfscreen.app.links import base_url, batch_links
+from elfscreen.app.schemas import (
     BatchPage,
     BatchSummary,
     ErrorResponse,
@@ -21,8 +21,8 @@ from app.schemas import (
     Status,
     timestamp,
 )
-from app.store import UNFINISHED
-from model.structures import StructureLimits, parse_structure
+from elfscreen.app.store import UNFINISHED
+from elfscreen.model.structures import StructureLimits, parse_structure
 
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
 JSON_BODY = {200: {"content": {"application/json": {}}, "description": "JSON (see the summary)"}}
@@ -47,7 +47,7 @@ def data_router(settings: Settings) -> APIRouter:
         return BatchPage(items=items, total=total, limit=limit, offset=offset)
 
     def rows(request: Request, batch_id, status, limit, offset):
-        """One page of the caller's jobs as result rows (:class:`~app.schemas.ResultRow`), and how many match."""
+        """One page of the caller's jobs as result rows (:class:`~elfscreen.app.schemas.ResultRow`), and how many match."""
         found, total = queries.result_rows(request.app.state.store, owner_of(request, settings), batch_id=batch_id,
                                            status=status, limit=limit, offset=offset)
         base = base_url(request, settings)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import csv
 import io
 
-from app.schemas import ResultRow, timestamp
+from elfscreen.app.schemas import ResultRow, timestamp
 
 
 def result_row(row: dict, base: str) -> ResultRow:
-    """The row of a store row (:func:`app.dashboard.queries.result_rows`); ``base`` builds the permalink."""
+    """The row of a store row (:func:`elfscreen.app.dashboard.queries.result_rows`); ``base`` builds the permalink."""
     result = row["result"] or {}
     tc = result.get("tc") or {}
     spread = result.get("uncertainty") or {}

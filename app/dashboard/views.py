@@ -8,9 +8,9 @@ import math
 import numpy as np
 from pymatgen.core import Structure
 
-from model.isosurface import isosurface
-from model.sampling import Plane, cell_plane, resample, saddle_plane, slice_values
-from model.volumetric import ElfGrid
+from elfscreen.model.isosurface import isosurface
+from elfscreen.model.sampling import Plane, cell_plane, resample, saddle_plane, slice_values
+from elfscreen.model.volumetric import ElfGrid
 
 FACE_TOLERANCE = 0.02  # fractional: an atom this close to a cell face is drawn on the opposite face too
 NEAR_PLANE_A = 0.5  # atoms this close to a slice are marked on it
@@ -42,7 +42,7 @@ def _bottleneck(event: dict | None, lattice: np.ndarray) -> dict | None:
 
 def slice_view(grid: ElfGrid, result: dict, half_width_a: float, n: int) -> dict:
     """The ELF on an ``n`` × ``n`` square, ``half_width_a`` Å each side of the bottleneck at φ, in the plane
-    that shows it as a saddle (:func:`~model.sampling.saddle_plane`; the cell's ab plane through its
+    that shows it as a saddle (:func:`~elfscreen.model.sampling.saddle_plane`; the cell's ab plane through its
     centre when φ has no bottleneck). ``values[r][c]`` is at ``x_c u + y_r v`` from ``origin``, with x and
     y running from −half_width_a to +half_width_a; ``atoms`` are the atoms within 0.5 Å of the plane."""
     lattice = grid.structure.lattice.matrix
@@ -73,7 +73,7 @@ def _atoms_near(structure: Structure, plane: Plane, half_width_a: float) -> list
 
 
 def isosurface_view(grid: ElfGrid, level: float, resolution: int) -> dict:
-    """The surface ELF = ``level`` in one cell (:func:`model.isosurface.isosurface`), on the grid or, when
+    """The surface ELF = ``level`` in one cell (:func:`elfscreen.model.isosurface.isosurface`), on the grid or, when
     it has more than ``resolution`` points along an axis, on a coarser one (trilinear) with at most that
     many: ``vertices`` and ``normals`` flattened (x, y, z, x, …), ``triangles`` flattened vertex indices."""
     values = grid.values

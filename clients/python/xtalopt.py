@@ -110,7 +110,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def screen_poscar(cwd: Path, conf: dict[str, str]) -> dict:
     """Screen ``output.POSCAR`` of ``cwd`` as configured; the ScreeningResult JSON."""
-    from elfscreen_client import Client
+    from elfscreen.client import Client
 
     options = {"spacing_a": float(conf["spacing"]), "tc_model": conf["tc_model"]}
     if conf["hdos"]:
@@ -135,7 +135,7 @@ def main() -> int:
         write_atomically(cwd / conf["outfile"], "nan\n")
         return 0
     if conf["detach"].lower() in ("yes", "true", "1") and not os.environ.get(DETACHED):
-        subprocess.Popen([sys.executable, "-m", "elfscreen_client.xtalopt"], cwd=cwd, env={**os.environ, DETACHED: "1"},
+        subprocess.Popen([sys.executable, "-m", "elfscreen.client.xtalopt"], cwd=cwd, env={**os.environ, DETACHED: "1"},
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from elfscreen_client.outcome import Outcome
+from elfscreen.client.outcome import Outcome
 
 Callback = Callable[[Outcome, int, int], None]
 """Called once per finished structure with its outcome, the number finished so far and the total."""

@@ -6,13 +6,13 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from elfscreen_client.errors import ScreeningFailed
-from elfscreen_client.inputs import Item, StructureLike, as_items
-from elfscreen_client.local import LocalBackend
-from elfscreen_client.outcome import Outcome
-from elfscreen_client.progress import Bar, Callback
-from elfscreen_client.remote import RemoteBackend
-from elfscreen_client.transport import Http
+from elfscreen.client.errors import ScreeningFailed
+from elfscreen.client.inputs import Item, StructureLike, as_items
+from elfscreen.client.local import LocalBackend
+from elfscreen.client.outcome import Outcome
+from elfscreen.client.progress import Bar, Callback
+from elfscreen.client.remote import RemoteBackend
+from elfscreen.client.transport import Http
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -44,10 +44,10 @@ class Client:
 
     def submit(self, structures: StructureLike | Iterable[StructureLike], options: dict | None = None, *,
                names: Iterable[str] | None = None, format: str | None = None) -> Batch:
-        """Submit structures (see :func:`~elfscreen_client.inputs.as_items`: paths, pymatgen ``Structure``,
-        ASE ``Atoms``, :class:`~elfscreen_client.inputs.Item`; ``format`` for files whose name does not
+        """Submit structures (see :func:`~elfscreen.client.inputs.as_items`: paths, pymatgen ``Structure``,
+        ASE ``Atoms``, :class:`~elfscreen.client.inputs.Item`; ``format`` for files whose name does not
         tell it). A structure the server refuses does not stop the others: its outcome is ``failed``.
-        Raises :class:`~elfscreen_client.errors.ClientError` when the submission as a whole fails."""
+        Raises :class:`~elfscreen.client.errors.ClientError` when the submission as a whole fails."""
         items = as_items(structures, names, format)
         if not items:
             raise ValueError("nothing to screen")
@@ -56,7 +56,7 @@ class Client:
     def screen(self, structure: StructureLike, options: dict | None = None, *, name: str | None = None,
                format: str | None = None, timeout: float | None = None) -> dict:
         """The result of one structure (ScreeningResult JSON: ``phi``, ``phi_star``, ``tc["value_k"]`` in K,
-        ``bottleneck``, …). Raises :class:`~elfscreen_client.errors.ScreeningFailed` with the error object
+        ``bottleneck``, …). Raises :class:`~elfscreen.client.errors.ScreeningFailed` with the error object
         when it cannot be screened, ``TimeoutError`` after ``timeout`` s."""
         batch = self.submit(structure, options, names=None if name is None else [name], format=format)
         if len(batch) != 1:
@@ -100,7 +100,7 @@ class Batch:
         return not self._pending
 
     def results(self, progress: bool | Callback = False, timeout: float | None = None) -> Iterator[Outcome]:
-        """The :class:`~elfscreen_client.outcome.Outcome` of each structure in submission order, each as
+        """The :class:`~elfscreen.client.outcome.Outcome` of each structure in submission order, each as
         soon as it and those before it have finished. ``progress``: True for a bar on stderr, or a
         callable ``(outcome, n_finished, total)`` called once per structure in the order they finish.
         Raises ``TimeoutError`` when some are unfinished after ``timeout`` s (the jobs go on: call again)."""

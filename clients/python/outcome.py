@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 @dataclass
 class Outcome:
-    """The outcome of one structure: its :class:`~elfscreen_client.inputs.Item`'s name, file and index,
+    """The outcome of one structure: its :class:`~elfscreen.client.inputs.Item`'s name, file and index,
     and either ``result`` (the ScreeningResult JSON: ``phi``, ``phi_star``, ``tc.value_k`` in K, …) or
     ``error`` (``{"code", "message", "input"}``)."""
 

@@ -8,8 +8,8 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from elfscreen_client.errors import ClientError, ServerError
-from model import __version__
+from elfscreen.client.errors import ClientError, ServerError
+from elfscreen.model import __version__
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 API_KEY_HEADER = "X-API-Key"  # app/access.py also accepts "Authorization: Bearer KEY"

@@ -1,13 +1,13 @@
 """The embedded pipeline: no server, the jobs run in this process with the functions the service's jobs
-run (``app.jobs``: the model of :func:`~app.jobs.get_model`, then ``model.pipeline.screen_structure``:
+run (``app.jobs``: the model of :func:`~elfscreen.app.jobs.get_model`, then ``model.pipeline.screen_structure``:
 ``predict_grid`` + ``screen_prediction``). Needs elfscreen's science stack (torch, pymatgen)."""
 from __future__ import annotations
 
 import itertools
 import time
 
-from elfscreen_client.errors import ClientError
-from elfscreen_client.inputs import Item
+from elfscreen.client.errors import ClientError
+from elfscreen.client.inputs import Item
 
 
 class LocalBackend:
@@ -34,10 +34,10 @@ class LocalBackend:
         return {ticket: {**self._run(item, options), "job_id": None, "cached": False}}
 
     def _run(self, item: Item, options: dict) -> dict:
-        from app.jobs import PIPELINE_OPTIONS, get_model
-        from model.errors import InputError
-        from model.pipeline import screen_structure
-        from model.structures import parse_structure
+        from elfscreen.app.jobs import PIPELINE_OPTIONS, get_model
+        from elfscreen.model.errors import InputError
+        from elfscreen.model.pipeline import screen_structure
+        from elfscreen.model.structures import parse_structure
 
         start = time.perf_counter()
         try:
@@ -58,7 +58,7 @@ def _validated(options: dict) -> dict:
     """The options with the service's defaults, checked as the service checks them."""
     from pydantic import ValidationError
 
-    from app.schemas import Options
+    from elfscreen.app.schemas import Options
 
     try:
         return Options.model_validate(options).model_dump()

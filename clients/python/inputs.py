@@ -47,8 +47,8 @@ StructureLike = Union[Item, str, Path, "Structure", "Atoms"]
 
 def file_format(path: str | Path) -> str | None:
     """The structure format of a file from its name (``elfscreen screen``'s rule), or None."""
-    from model.errors import StructureError
-    from model.structures import guess_format
+    from elfscreen.model.errors import StructureError
+    from elfscreen.model.structures import guess_format
 
     try:
         return guess_format(str(path))

@@ -1,5 +1,5 @@
 """The client's exceptions. A structure that fails is not an exception: it is an
-:class:`~elfscreen_client.outcome.Outcome` with ``status == "failed"`` and the server's error object."""
+:class:`~elfscreen.client.outcome.Outcome` with ``status == "failed"`` and the server's error object."""
 from __future__ import annotations
 
 

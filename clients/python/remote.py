@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
-from elfscreen_client.inputs import Item
-from elfscreen_client.transport import Http, error_body, server_error
+from elfscreen.client.inputs import Item
+from elfscreen.client.transport import Http, error_body, server_error
 
 FINISHED = ("done", "failed")
 _BODY_INDEX = re.compile(r"^body\.structures\.(\d+)(\.|$)")
