@@ -75,6 +75,9 @@ events = sa.Table(
 )
 
 
+# Every column of a job row that a caller may leave out, with its value when left out.
+_JOB_DEFAULTS = {c.name: c.default.arg if c.default is not None else None for c in jobs.columns if c.default or c.nullable}
+
 # The hot statements, built once (building SQLAlchemy expressions costs more than running them on SQLite).
 # Parameters are named p_* (a name of a column is reserved for the SET clause).
 _B = sa.bindparam
@@ -148,11 +151,14 @@ class Store:
 
     # --- the API side -------------------------------------------------------------------------
     def create_batch(self, batch: dict, job_rows: list[dict]) -> None:
-        """Insert a batch and its jobs in one transaction (before anything is queued)."""
+        """Insert a batch and its jobs in one transaction (before anything is queued). Rows may leave out
+        nullable columns (a cached row carries ``finished_at``, a queued one does not): each row is
+        completed with NULLs, since one multi-row INSERT binds the same columns for every row."""
         now = batch["created_at"]
+        rows = [{**_JOB_DEFAULTS, **row} for row in job_rows]
         with self.engine.begin() as c:
             c.execute(batches.insert(), batch)
-            c.execute(jobs.insert(), job_rows)
+            c.execute(jobs.insert(), rows)
             c.execute(events.insert(), [{"job_id": j["id"], "kind": "created", "at": now} for j in job_rows])
 
     def mark_published(self, job_ids: list[str], epoch: str | None) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -214,3 +215,39 @@ def test_callback_is_posted_once_when_the_batch_finishes(client):
         assert received[0]["batch_id"] == batch_id and [j["status"] for j in received[0]["jobs"]] == ["done"] * 3
     finally:
         server.shutdown()
+
+
+def test_resubmitting_a_folder_with_one_new_file_answers_every_structure(checkpoint, tmp_path):
+    """`elfscreen submit folder/` twice against a live server, the second time with one more file: the
+    request mixes cache hits with a new structure (one INSERT of rows with and without finish times)."""
+    import os
+    import subprocess
+    import sys
+
+    from live_server import live_server
+
+    folder = tmp_path / "search"
+    folder.mkdir()
+    structs = structures()
+    files = as_files(structs)
+    first, new = list(files)[:2], list(files)[2]
+    for name in first:
+        (folder / name).write_text(files[name])
+
+    def submit(url: str, out: Path) -> list[dict]:
+        env = {k: v for k, v in os.environ.items() if k not in ("ELFSCREEN_SERVER", "ELFSCREEN_API_KEY")}
+        proc = subprocess.run([sys.executable, "-m", "elfscreen.app.cli", "submit", str(folder), "--server", url,
+                               "--out", str(out), "--spacing", str(SPACING)], capture_output=True, text=True,
+                              timeout=300, env=env, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    (tmp_path / "server").mkdir()
+    with live_server(tmp_path / "server") as url:
+        once = submit(url, tmp_path / "first.jsonl")
+        (folder / new).write_text(files[new])
+        twice = submit(url, tmp_path / "second.jsonl")
+    assert sorted(Path(r["file"]).name for r in twice) == sorted(files)
+    assert all(r["phi"] is not None and "error" not in r for r in twice)
+    before = {Path(r["file"]).name: r["phi"] for r in once}
+    assert {Path(r["file"]).name: r["phi"] for r in twice if Path(r["file"]).name in before} == before
