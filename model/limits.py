@@ -60,5 +60,5 @@ def check_grid_shape(shape, name: str, max_points: int = MAX_GRID_POINTS) -> Non
         raise GridError(name, f"grid shape {tuple(dims)} has a dimension below 1")
     points = math.prod(dims)  # Python ints: no overflow
     if points > max_points:
-        raise LimitError(name, f"needs a {points:,}-point grid {tuple(dims)}; the limit is {max_points:,} "
-                               "(use a coarser spacing)")
+        size = f"{points:,}-point grid {tuple(dims)}" if points < 10**15 else f"grid of {float(points):.3g} points"
+        raise LimitError(name, f"needs a {size}; the limit is {max_points:,} (use a coarser spacing)")
