@@ -443,3 +443,93 @@ def test_custom_min_distance():
         validate_structure(s, "s", StructureLimits(min_distance_a=0.7))
     assert_error(info.value, "s", "0.600 Å apart", "minimum is 0.7")
 
+
+
+# --------------------------------------------------------------------------------------------------
+# untrusted numbers and counts: refused before anything costly runs
+
+
+def _poscar_with(value: str) -> str:
+    lines = cubic_cah6().to(fmt="poscar").splitlines()
+    lines[-1] = f"{value} 0.5 0.75 H"
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("value, fragment", [("nan", "non-finite coordinate"), ("inf", "non-finite coordinate"),
+                                             ("1e10", "cells away"), ("1e308", "cells away")])
+def test_coordinates_that_are_not_finite_or_far_away(value, fragment):
+    with pytest.raises(StructureError) as info:
+        parse_structure(_poscar_with(value), "poscar", "POSCAR_bad")
+    assert_error(info.value, "POSCAR_bad", "atom 7 (H)", fragment)
+
+
+@pytest.mark.parametrize("value", ["nan", "1e10"])
+def test_extxyz_coordinate_that_is_not_finite_or_far_away(value):
+    text = f'2\nLattice="3 0 0 0 3 0 0 0 3" Properties=species:S:1:pos:R:3 pbc="T T T"\nH 0 0 0\nH {value} 1.5 1.5\n'
+    with pytest.raises(StructureError) as info:
+        parse_structure(text, "extxyz", "bad.xyz")
+    assert_error(info.value, "bad.xyz", "atom 2 (H)")
+
+
+@pytest.mark.parametrize("scale, fragment", [("1e10", "lattice vector 3.5e+10 Å long"), ("nan", "non-finite")])
+def test_lattice_that_is_huge_or_not_finite(scale, fragment):
+    lines = cubic_cah6().to(fmt="poscar").splitlines()
+    lines[1] = scale
+    with pytest.raises(StructureError) as info:
+        parse_structure("\n".join(lines) + "\n", "poscar", "POSCAR_cell")
+    assert_error(info.value, "POSCAR_cell", fragment)
+
+
+def test_extxyz_atom_count_line_is_checked_before_reading_atoms():
+    import time
+
+    text = '1000000000000\nLattice="3 0 0 0 3 0 0 0 3" Properties=species:S:1:pos:R:3 pbc="T T T"\nH 0 0 0\n'
+    start = time.perf_counter()
+    with pytest.raises(StructureError) as info:
+        parse_structure(text, "extxyz", "bomb.xyz")
+    assert time.perf_counter() - start < 1.0
+    assert_error(info.value, "bomb.xyz", "line 1 declares 1,000,000,000,000 atoms", "limit")
+
+
+def cif_sites(group: str, n_sites: int, seed: int = 0) -> str:
+    """A CIF of ``n_sites`` H sites at random positions in space group ``group`` (given by name only)."""
+    rng = np.random.default_rng(seed)
+    rows = "\n".join(f"H{k} H {x:.5f} {y:.5f} {z:.5f}" for k, (x, y, z) in enumerate(rng.random((n_sites, 3))))
+    return (f"data_bomb\n_symmetry_space_group_name_H-M '{group}'\n_cell_length_a 20\n_cell_length_b 20\n"
+            f"_cell_length_c 20\n_cell_angle_alpha 90\n_cell_angle_beta 90\n_cell_angle_gamma 90\nloop_\n"
+            f"_atom_site_label\n_atom_site_type_symbol\n_atom_site_fract_x\n_atom_site_fract_y\n_atom_site_fract_z\n{rows}\n")
+
+
+def test_cif_symmetry_bomb_is_refused_before_expansion():
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(StructureError) as info:
+        parse_structure(cif_sites("F m -3 m", 300), "cif", "bomb.cif")
+    assert time.perf_counter() - start < 2.0  # pymatgen would expand 57,600 images for minutes
+    assert_error(info.value, "bomb.cif", "expands to 57,600 atom images", "limit is 4,000")
+
+
+@pytest.mark.parametrize("key, value", [("_cell_length_a", "nan"), ("_cell_length_b", "1e308"),
+                                        ("_cell_angle_gamma", "-90"), ("_atom_site_fract_x", "inf")])
+def test_cif_numbers_are_checked_before_parsing(key, value):
+    text = cubic_cah6().to(fmt="cif")
+    lines = text.splitlines()
+    if key.startswith("_cell"):
+        lines = [f"{key}   {value}" if line.startswith(key + " ") else line for line in lines]
+    else:
+        k = next(i for i, line in enumerate(lines) if line.strip().startswith("H "))
+        parts = lines[k].split()
+        parts[3] = value
+        lines[k] = " ".join(parts)
+    with pytest.raises(StructureError) as info:
+        parse_structure("\n".join(lines) + "\n", "cif", "x.cif")
+    assert_error(info.value, "x.cif", "must be a finite number")
+
+
+def test_cif_with_an_empty_atom_loop():
+    text = "data_x\n_cell_length_a 3\n_cell_length_b 3\n_cell_length_c 3\n_cell_angle_alpha 90\n" \
+           "_cell_angle_beta 90\n_cell_angle_gamma 90\nloop_\n_atom_site_label\n_atom_site_fract_x\n"
+    with pytest.raises(StructureError) as info:
+        parse_structure(text, "cif", "empty.cif")
+    assert info.value.input_name == "empty.cif"
