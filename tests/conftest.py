@@ -1,4 +1,10 @@
-"""Guards shared by every test module."""
+"""Guards shared by every test module, and the CI rule: under ``CI=true`` a skipped test is a failure.
+
+Tests skip when a tool they need is missing (pw.x, Chromium, redis-server, playwright, schemathesis).
+On a developer's machine that is a convenience; in CI it would let whole suites pass unseen, so there
+each skip — at collection (``importorskip``) or at setup/run (``skipif``, ``pytest.skip``) — is
+reported as a failure carrying the skip's reason, which names the missing tool.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +13,32 @@ import uuid
 import pytest
 
 PG = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"  # the machine's PostgreSQL, trust auth
+
+
+def skips_fail() -> bool:
+    """True under CI (``CI=true``, as GitHub Actions, GitLab and .ci/run set it)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def _fail_instead_of_skip(report) -> None:
+    if not (skips_fail() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"CI=true: a skipped test is a failure (install what it needs). Skip reason: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_instead_of_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_instead_of_skip(outcome.get_result())
 
 
 @pytest.fixture(scope="module", autouse=True)
