@@ -1,4 +1,5 @@
-"""Independent, slow references for the tests: brute-force percolation and an analytic ELF-like field.
+"""Independent, slow references for the tests: brute-force percolation, an analytic ELF-like field, and
+the published TcESTIME DFT grids (``tests/data/reference/``, GPL-3.0 test data; see its README).
 
 Percolation here never uses the product's sweep: each isovalue is labelled from scratch with
 scipy.ndimage (6-connectivity, non-periodic), components are joined across the periodic faces, and a
@@ -8,11 +9,21 @@ numpy. Thresholds come from a binary search over the grid's distinct values.
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 BOHR_A = 0.529177210903
+TCESTIME = Path(__file__).parent / "data" / "reference"
+
+
+def tcestime(name: str) -> Path:
+    """A shipped TcESTIME reference grid, e.g. ``CaYH20.vasp.ELFCAR.gz``; a missing one is an error, not a skip."""
+    path = TCESTIME / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: reference grid missing from the checkout (see tests/data/reference/README.md)")
+    return path
 
 
 def pieces(values: np.ndarray, t: float):

@@ -11,19 +11,11 @@ from scipy.signal import resample
 
 from elfscreen.model.topology import analyze
 from elfscreen.model.volumetric import ElfGrid, read_grid
-from reference import brute_attractors, elf_like, elf_like_grid, thresholds
+from reference import brute_attractors, elf_like, elf_like_grid, tcestime, thresholds
 
 DATA = Path(__file__).parent / "data" / "qe"
 QE_CUBES = sorted(DATA.glob("*.ELF.cube.gz"))
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tcestime-examples"
 KEYS = ("phi", "phi_1d", "phi_2d", "phi_star")
-
-
-def shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return path
 
 
 def synthetic(lattice, frac_sites, shape, species=None) -> ElfGrid:
@@ -176,8 +168,8 @@ def test_sweep_matches_brute_force_on_random_fields(seed):
 
 def dft_grids():
     params = [pytest.param(p, id=p.name.split(".")[0]) for p in QE_CUBES]
-    params += [pytest.param(SHARED / n, id=n.split(".")[0] + "-" + n.split(".")[1])
-               for n in ("CaYH20.vasp.ELFCAR", "CaYH18.qe63.ELF.cube.gz")]
+    params += [pytest.param(tcestime(n), id=n.split(".")[0] + "-" + n.split(".")[1])
+               for n in ("CaYH20.vasp.ELFCAR.gz", "CaYH18.qe63.ELF.cube.gz")]
     return params
 
 
@@ -187,8 +179,6 @@ def test_three_qe_cubes_ship():
 
 @pytest.mark.parametrize("path", dft_grids())
 def test_dft_grid_thresholds_match_brute_force(path):
-    if not path.exists():
-        pytest.skip(f"{path} not available")
     grid = read_grid(path)
     topo = analyze(grid)
     h = [i for i, site in enumerate(grid.structure) if site.specie.symbol == "H"]
@@ -199,8 +189,6 @@ def test_dft_grid_thresholds_match_brute_force(path):
 @pytest.mark.parametrize("path", dft_grids())
 def test_refined_values_are_stable_under_upsampling(path):
     """φ on a grid and on its 2× Fourier upsampling (scipy.signal.resample) agree to 1e-4."""
-    if not path.exists():
-        pytest.skip(f"{path} not available")
     grid = read_grid(path)
     up = grid.values
     for axis in range(3):
@@ -211,17 +199,17 @@ def test_refined_values_are_stable_under_upsampling(path):
 
 
 def test_tcestime_reference_values():
-    """TcESTIME + critic2 values for the shared DFT grids (README of shared/reference)."""
-    vasp = analyze(read_grid(shared("CaYH20.vasp.ELFCAR")))
+    """TcESTIME + critic2 values for the reference DFT grids (tests/data/reference/README.md)."""
+    vasp = analyze(read_grid(tcestime("CaYH20.vasp.ELFCAR.gz")))
     assert vasp.phi == pytest.approx(0.5506, abs=0.002)
     assert vasp.phi_star == pytest.approx(0.7173, abs=0.005)
     assert vasp.h_fraction == pytest.approx(20 / 22)
-    qe = analyze(read_grid(shared("CaYH18.qe63.ELF.cube.gz")))
+    qe = analyze(read_grid(tcestime("CaYH18.qe63.ELF.cube.gz")))
     assert qe.phi == pytest.approx(0.5997, abs=0.002)
     assert qe.phi_star == pytest.approx(0.7865, abs=0.002)
     assert qe.h_fraction == pytest.approx(18 / 20)
     # this file's ELF was already rescaled from QE 7.2's output, so it is read as it is
-    qe72 = read_grid(shared("CaYH18.qe72-rescaled.ELF.cube.gz"))
+    qe72 = read_grid(tcestime("CaYH18.qe72-rescaled.ELF.cube.gz"))
     assert analyze(qe72).phi == pytest.approx(0.5996, abs=0.002)
 
 

@@ -22,16 +22,9 @@ from elfscreen.model.volumetric import (
     read_grid,
     write_grid,
 )
+from reference import tcestime as reference
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tcestime-examples"
 SHAPE = (5, 6, 7)
-
-
-def reference(name: str) -> Path:
-    path = REFERENCE / name
-    if not path.exists():
-        pytest.skip(f"shared reference file {path} is not available")
-    return path
 
 
 def index_grid() -> ElfGrid:
@@ -194,17 +187,17 @@ def test_guess_grid_format(name, fmt):
 
 
 # --------------------------------------------------------------------------------------------------
-# the shared DFT reference grids
+# the TcESTIME DFT reference grids (tests/data/reference/)
 
 
 @pytest.mark.slow
 def test_reference_vasp_elfcar():
-    path = reference("CaYH20.vasp.ELFCAR")
+    path = reference("CaYH20.vasp.ELFCAR.gz")
     grid = read_grid(path)
     assert grid.shape == (28, 28, 36)
     assert grid.structure.composition.formula == "Ca1 Y1 H20"
     np.testing.assert_allclose(grid.structure.lattice.abc, (2.9638, 2.9638, 4.18651), atol=1e-9)
-    lines = path.read_text().splitlines()
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
     start = next(n for n, line in enumerate(lines) if line.split() == ["28", "28", "36"])
     data = numbers(" ".join(lines[start + 1 : start + 4]))  # 10 values a line
     assert grid.values[0, 0, 0] == data[0]
@@ -228,7 +221,7 @@ def test_reference_qe_cube():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, out_name", [("CaYH20.vasp.ELFCAR", "ELFCAR"), ("CaYH18.qe63.ELF.cube.gz", "again.cube")])
+@pytest.mark.parametrize("name, out_name", [("CaYH20.vasp.ELFCAR.gz", "ELFCAR"), ("CaYH18.qe63.ELF.cube.gz", "again.cube")])
 def test_reference_round_trip_is_lossless(tmp_path, name, out_name):
     grid = read_grid(reference(name))
     again = read_grid(write_grid(grid, tmp_path / out_name))  # default digits
