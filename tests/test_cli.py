@@ -22,7 +22,10 @@ def test_topology_of_shipped_example():
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert CONTRACT <= set(out)
-    assert out["tc"]["model"] == "belli2021" and out["tc"]["value_k"] >= 0
+    assert out["tc"]["model"] == "belli2021"
+    # Belli's relation from the reported φ_DOS (= φ for pure H), clipped at 0 K
+    assert out["phi_dos"] == pytest.approx(out["phi"]) and out["tc"]["raw_k"] == pytest.approx(750 * out["phi_dos"] - 85)
+    assert out["tc"]["value_k"] == max(0.0, out["tc"]["raw_k"])
     assert {"value_k", "raw_k"} <= set(out["tc"]) and out["h_dos"] == {"value": 1.0, "assumed": False}
     assert out["grid"]["shape"] == [32, 32, 32]
     assert out["provenance"]["elfscreen_version"] and "topology" in out["provenance"]["timings_s"]

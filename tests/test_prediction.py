@@ -14,7 +14,8 @@ from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
 from elfscreen.model.network import CheckpointError, ElfModel
 from elfscreen.model.pipeline import screen_structure
 from elfscreen.model.predict import grid_shape, predict_grid
-from elfscreen.model.volumetric import read_grid
+from elfscreen.model.topology import analyze
+from elfscreen.model.volumetric import ElfGrid, read_grid
 
 
 def small_structure(extra=None) -> Structure:
@@ -86,9 +87,14 @@ def test_grid_shape_from_spacing():
 
 def test_screen_result_carries_uncertainty_provenance_and_warnings(ensemble):
     model, _ = ensemble
-    result = screen_structure(small_structure("Ca"), "cah6", model, shape=(14, 14, 16))
+    structure, shape = small_structure("Ca"), (14, 14, 16)
+    result = screen_structure(structure, "cah6", model, shape=shape)
     assert result.uncertainty is not None and result.uncertainty["members"] == 3
-    assert result.uncertainty["phi_std"] >= 0 and result.uncertainty["elf_std_mean"] > 0
+    # the spread is that of the members' own φ and ELF, recomputed here member by member
+    pred = predict_grid(structure, model, shape=shape)
+    phis = [analyze(ElfGrid(structure, m.astype(np.float64), "m")).phi for m in pred.members]
+    assert result.uncertainty["phi_std"] == pytest.approx(np.nanstd([np.nan if p is None else p for p in phis]), abs=1e-9)
+    assert result.uncertainty["elf_std_mean"] == pytest.approx(float(pred.spread.mean()), rel=1e-6)
     prov = result.provenance
     assert prov.model_version == "test-ensemble" and prov.descriptor["n_features"] == 165
     assert prov.grid.source == "predicted" and {"descriptor", "network", "topology"} <= set(prov.timings_s)
@@ -101,7 +107,7 @@ def cli(*args):
 
 
 def test_cli_predict_and_screen(ensemble, tmp_path):
-    _, ckpt = ensemble
+    model, ckpt = ensemble
     a, b = tmp_path / "POSCAR_a", tmp_path / "b.cif"
     small_structure().to(filename=str(a))
     small_structure("Ca").to(filename=str(b))
@@ -110,7 +116,9 @@ def test_cli_predict_and_screen(ensemble, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["grid"] == [10, 10, 12]
     grid = read_grid(out)
-    assert grid.shape == (10, 10, 12) and 0 < grid.values.min() <= grid.values.max() < 1
+    expected = predict_grid(Structure.from_file(a), model, shape=(10, 10, 12)).grid.values
+    assert grid.shape == (10, 10, 12)
+    np.testing.assert_allclose(grid.values, expected, rtol=1e-4, atol=1e-9)  # the cube keeps 5 digits
     proc = cli("screen", str(a), str(b), str(tmp_path / "missing.cif"), "--model", str(ckpt), "--spacing", "0.25")
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert proc.returncode == 2 and len(lines) == 3  # the bad input is reported, the others screened
