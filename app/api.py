@@ -31,15 +31,19 @@ from elfscreen.app.access import ApiError, BodyLimit, BodyTooLarge, RateLimiter,
 from elfscreen.app.config import Settings
 from elfscreen.app.dashboard import add_dashboard
 from elfscreen.app.dispatch import Sweeper, make_dispatcher, sweep
-from elfscreen.app.jobs import LimitError, get_model, notify_batch, prepare
+from elfscreen.app.sandbox import Sandbox
+from elfscreen.app.submission import prepare
+from elfscreen.app.webhook import check_callback_url, notify_batch
 from elfscreen.app.links import base_url, batch_links, job_links
 from elfscreen.app.schemas import (Batch, ErrorResponse, Job, JobPage, JobRef, Options, Status, SubmitRequest, SubmitResponse,
                          job_out, keep_grid, timestamp)
 from elfscreen.app.store import UNFINISHED, Store
 from elfscreen.model import __version__
 from elfscreen.model.errors import InputError
-from elfscreen.model.pipeline import NoModelError
-from elfscreen.model.volumetric import write_grid
+from elfscreen.model.limits import LimitError
+from elfscreen.model.pipeline import NoModelError, get_model
+from elfscreen.model.structures import structure_from_dict
+from elfscreen.model.volumetric import ElfGrid, write_grid
 
 log = logging.getLogger("elfscreen.api")
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 413, 415, 422, 429, 503)}
@@ -55,13 +59,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         store = Store(settings.db_url)
         dispatcher = make_dispatcher(store, settings)
-        app.state.store, app.state.dispatcher = store, dispatcher
+        sandbox = Sandbox(settings.parse_workers, settings.parse_memory_mb, settings.parse_timeout_s)
+        app.state.store, app.state.dispatcher, app.state.sandbox = store, dispatcher, sandbox
         # After a restart of the embedded server nothing of the old pool is alive: re-send at once.
         lease = 0.0 if dispatcher.mode == "embedded" else settings.lease_s
         threading.Thread(target=_safe_sweep, args=(store, dispatcher, lease), daemon=True).start()
         sweeper = Sweeper(store, dispatcher, settings).start()
         yield
         sweeper.stop()
+        sandbox.close()
         dispatcher.close()
         store.engine.dispose()
 
@@ -71,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.rate_limit_per_min)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(CatchAll)
     app.middleware("http")(metrics.count_requests)
     _add_error_handlers(app, settings)
     _add_routes(app, settings)
@@ -97,11 +104,11 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         app.state.limiter.check(owner if settings.api_keys else _client(request))
         items, options, callback = await _read_submission(request, settings)
         store, dispatcher = app.state.store, app.state.dispatcher
-        parsed: dict = {}
-        batch, rows = await run_in_threadpool(prepare, items, options, settings, store, owner, callback, parsed)
+        batch, rows = await run_in_threadpool(prepare, items, options, settings, store, owner, app.state.sandbox,
+                                              callback)
         await run_in_threadpool(store.create_batch, batch, rows)
         queued = [r["id"] for r in rows if r["status"] == "queued"]
-        await run_in_threadpool(dispatcher.send, queued, parsed)
+        await run_in_threadpool(dispatcher.send, queued)
         metrics.submitted(len(rows), len(rows) - len(queued))
         if callback and not queued:
             threading.Thread(target=notify_batch, args=(store, batch["id"], settings), daemon=True).start()
@@ -147,7 +154,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         row = _job_or_404(request, job_id)
         if row["status"] in UNFINISHED:
             raise ApiError(409, "not_ready", f"job {job_id} is {row['status']}; the grid exists once it is done", row["name"])
-        data = app.state.store.grid(row["cached_from"] or job_id) if row["options"].get("keep_grid") else None
+        data = _kept_cube_gz(app.state.store, row, owner_of(request, settings)) if keep_grid(row) else None
         if data is None and recompute and row["status"] == "done":
             data = _cube_gz(app.state.grids.get(app.state.store, row, settings))
         if data is None:
@@ -177,6 +184,15 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
     def get_metrics() -> Response:
         return metrics.render(app.state.store)
+
+
+def _kept_cube_gz(store: Store, row: dict, owner: str) -> bytes | None:
+    """The kept grid of a job (or of the job of the same owner it was answered from) as a gzipped cube."""
+    source = store.job(row["cached_from"], owner) if row["cached_from"] else row
+    values = None if source is None or source["structure"] is None else store.grid(source["id"])
+    if values is None:
+        return None
+    return _cube_gz(ElfGrid(structure_from_dict(source["structure"]), values.astype("float64"), row["name"]))
 
 
 def _cube_gz(grid) -> bytes:
@@ -212,7 +228,9 @@ async def _read_submission(request: Request, settings: Settings) -> tuple[list[d
     if len(req.structures) > settings.max_structures:
         raise LimitError("request", f"holds {len(req.structures)} structures; the limit is {settings.max_structures}")
     items = [s.model_dump() for s in req.structures]
-    return items, req.options.model_dump(), None if req.callback_url is None else str(req.callback_url)
+    callback = None if req.callback_url is None else await run_in_threadpool(check_callback_url, str(req.callback_url),
+                                                                             settings)
+    return items, req.options.model_dump(), callback
 
 
 async def _read_form(request: Request, settings: Settings) -> tuple[list[dict], dict, str | None]:
@@ -236,8 +254,8 @@ async def _read_form(request: Request, settings: Settings) -> tuple[list[dict], 
         name = upload.filename or "upload"
         items.append({"name": name, "format": fmt, "content": _text(await upload.read(), name, settings), "hdos": None})
     callback = form.get("callback_url") or None
-    if callback is not None and not str(callback).startswith(("http://", "https://")):
-        raise ApiError(422, "invalid_request", "callback_url must be an http(s) URL", "callback_url")
+    if callback is not None:
+        callback = await run_in_threadpool(check_callback_url, str(callback), settings)
     return items, options.model_dump(), callback
 
 
@@ -295,10 +313,34 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
         return reply(ApiError(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail),
                               headers=getattr(exc, "headers", None)))
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return reply(ApiError(500, "internal_error", f"internal error ({type(exc).__name__}); it was logged"))
+
+
+class CatchAll:
+    """ASGI middleware: an unexpected exception becomes a logged (with traceback) 500 JSON answer on a
+    connection that stays open. (Starlette's catch-all handler answers too, but then re-raises, and the
+    server drops the keep-alive connection.) Inside it, every expected error has its handler already."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # half an answer is out: nothing sensible can follow it on this connection
+                raise
+            err = ApiError(500, "internal_error", f"internal error ({type(exc).__name__}); it was logged")
+            await JSONResponse(err.body(), status_code=500)(scope, receive, send)
 
 
 def _openapi(app: FastAPI) -> dict:

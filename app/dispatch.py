@@ -1,4 +1,4 @@
-"""Where stored jobs go to run: an in-process pool (embedded mode) or Celery over Redis; and the sweep
+"""Where stored jobs go to run: a pool of job processes (embedded mode) or Celery over Redis; and the sweep
 that re-sends every job whose message was lost, so no accepted structure is ever lost.
 
 A job is *lost* when it is
@@ -17,69 +17,108 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import multiprocessing
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
-from elfscreen.app.config import Settings
+import torch
+
+from elfscreen.app.config import Settings, usable_cores
 from elfscreen.app.jobs import run_job
 from elfscreen.app.store import Store
+from elfscreen.model.errors import InputError
+from elfscreen.model.pipeline import get_model, model_path
 
 log = logging.getLogger("elfscreen.dispatch")
 GRACE_S = 5.0  # a queued job younger than this may still be on its way to the broker
 
 
 class EmbeddedDispatcher:
-    """Runs jobs in a thread pool of this process (the model is loaded once, shared by the threads).
-    A job sent with its structure (parsed by the API's validation) runs without parsing it again."""
+    """Runs jobs in a pool of child processes of this server (``settings.embedded_workers``, by default
+    one per usable core), each with its own model and store connection, so request handling and jobs
+    never share an interpreter (and its lock). A child that dies (killed for memory, a crash) leaves
+    its job running with a stale heartbeat: the pool is replaced and the sweep re-sends the job."""
 
     mode = "embedded"
-    MAX_KEPT_SITES = 50_000  # parsed structures kept for queued jobs (atoms in all); beyond, jobs parse again
 
     def __init__(self, store: Store, settings: Settings):
         self.store, self.settings = store, settings
-        self._pool = ThreadPoolExecutor(max_workers=settings.embedded_workers, thread_name_prefix="elfscreen-job")
-        self._pending: set[str] = set()
-        self._structures: dict[str, object] = {}
-        self._kept_sites = 0
-        self._lock = threading.Lock()
         self.worker = f"embedded@{socket.gethostname()}:{os.getpid()}"
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
 
-    def send(self, job_ids: list[str], structures: dict | None = None) -> None:
-        structures = structures or {}
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.settings.embedded_workers,
+                                   mp_context=multiprocessing.get_context("forkserver"),
+                                   initializer=_start_child, initargs=(self.settings, str(model_path())))
+
+    def send(self, job_ids: list[str]) -> None:
         with self._lock:
             fresh = [j for j in job_ids if j not in self._pending]
             self._pending.update(fresh)
-            for job_id in fresh:
-                s = structures.get(job_id)
-                if s is not None and self._kept_sites + len(s) <= self.MAX_KEPT_SITES:
-                    self._structures[job_id] = s
-                    self._kept_sites += len(s)
+            pool = self._pool
         for job_id in fresh:
-            self._pool.submit(self._run, job_id)
+            try:
+                future = pool.submit(_run_in_child, job_id, self.worker)
+            except BrokenProcessPool:
+                self._replace_pool(pool)
+                with self._lock:
+                    self._pending.discard(job_id)  # the sweep sends it again
+                continue
+            future.add_done_callback(lambda f, job_id=job_id, pool=pool: self._done(job_id, pool, f))
         self.store.mark_published(fresh, None)
 
-    def _run(self, job_id: str) -> None:
+    def _done(self, job_id: str, pool: ProcessPoolExecutor, future) -> None:
         with self._lock:
-            structure = self._structures.pop(job_id, None)
-            self._kept_sites -= 0 if structure is None else len(structure)
-        try:
-            run_job(self.store, job_id, self.settings, self.worker, structure)
-        except Exception:  # the store is unreachable: the job stays unfinished and the sweep re-sends it
-            log.exception("job %s could not be run", job_id)
-        finally:
-            with self._lock:
-                self._pending.discard(job_id)
+            self._pending.discard(job_id)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, BrokenProcessPool):
+            log.error("a job process died while running job %s; the sweep re-sends its jobs", job_id)
+            self._replace_pool(pool)
+        elif exc is not None:  # the store is unreachable: the job stays unfinished and the sweep re-sends it
+            log.error("job %s could not be run", job_id, exc_info=exc)
+
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is not broken:
+                return
+            self._pool = self._new_pool()
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def lost(self, queued: list[dict]) -> list[str]:
         with self._lock:
             return [q["id"] for q in queued if q["id"] not in self._pending]
 
     def ready(self) -> dict:
-        return {"pool_threads": self.settings.embedded_workers, "pending": len(self._pending)}
+        return {"job_processes": self.settings.embedded_workers, "pending": len(self._pending)}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- the embedded pool's child processes ------------------------------------------------------------
+_child: dict = {}
+
+
+def _start_child(settings: Settings, model: str) -> None:
+    """A job process starts: the server's model (named explicitly: the fork server's environment is the
+    one it started with), its own store connections, a share of the cores for torch."""
+    os.environ["ELFSCREEN_MODEL"] = model
+    torch.set_num_threads(max(1, usable_cores() // max(1, settings.embedded_workers)))
+    _child.update(settings=settings, store=Store(settings.db_url))
+    try:
+        get_model(settings.device)
+    except InputError as err:  # no model: each job fails with the message
+        log.error("%s", err)
+
+
+def _run_in_child(job_id: str, worker: str) -> str | None:
+    return run_job(_child["store"], job_id, _child["settings"], f"{worker}/{os.getpid()}")
 
 
 class CeleryDispatcher:
@@ -90,6 +129,8 @@ class CeleryDispatcher:
     mode = "celery"
 
     def __init__(self, store: Store, settings: Settings):
+        # The one place the API touches the worker package (which itself runs app.jobs): imported only
+        # in Celery mode, so an embedded server needs no Celery and app → worker stays a load-time leaf.
         from elfscreen.worker.celery_app import BATCH_TASK, MANY_TASK, make_app
 
         self.store, self.settings = store, settings
@@ -108,9 +149,8 @@ class CeleryDispatcher:
             self._epoch = (time.monotonic(), run_id)
         return run_id
 
-    def send(self, job_ids: list[str], structures: dict | None = None) -> None:
-        """Publish; on a broker failure the jobs stay stored and unpublished for the sweep. (``structures``
-        is for the embedded pool: a message carries job ids only, the store holds the rest.)"""
+    def send(self, job_ids: list[str]) -> None:
+        """Publish; on a broker failure the jobs stay stored and unpublished for the sweep."""
         if not job_ids:
             return
         limit = self.settings.task_time_limit_s

@@ -8,10 +8,12 @@ Times are UNIX seconds (float).
 """
 from __future__ import annotations
 
+import io
 import time
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -39,6 +41,7 @@ jobs = sa.Table(
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("format", sa.String(16), nullable=False),
     sa.Column("content", sa.Text, nullable=False),
+    sa.Column("structure", sa.JSON),  # the validated structure (model.structures.structure_to_dict): parsed once
     sa.Column("options", sa.JSON, nullable=False),  # pipeline options incl. h_dos, keep_grid
     sa.Column("cache_key", sa.String(64), nullable=False, index=True),
     sa.Column("status", sa.String(16), nullable=False, index=True),
@@ -59,10 +62,10 @@ jobs = sa.Table(
     sa.Column("pipeline_s", sa.Float),  # seconds inside model.pipeline.screen_structure
 )
 
-grids = sa.Table(
-    "grids", metadata,
+grids = sa.Table(  # kept ELF grids: an .npz holding ``values`` (float32, N1×N2×N3)
+    "grid_values", metadata,
     sa.Column("job_id", sa.String(32), primary_key=True),
-    sa.Column("cube_gz", sa.LargeBinary, nullable=False),
+    sa.Column("npz", sa.LargeBinary, nullable=False),
 )
 
 events = sa.Table(
@@ -87,7 +90,8 @@ def _claim_statement(takeable):
     return (jobs.update().where(jobs.c.id.in_(_B("p_ids", expanding=True)), takeable, jobs.c.attempts < _B("p_max"))
             .values(status="running", claim=_B("p_token"), worker=_B("p_worker"), started_at=_B("p_now"),
                     heartbeat_at=_B("p_now"), attempts=jobs.c.attempts + 1)
-            .returning(jobs.c.id, jobs.c.batch_id, jobs.c.name, jobs.c.format, jobs.c.content, jobs.c.options))
+            .returning(jobs.c.id, jobs.c.batch_id, jobs.c.name, jobs.c.format, jobs.c.content, jobs.c.options,
+                       jobs.c.structure))
 
 
 _TAKEABLE = sa.or_(jobs.c.status == "queued", sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < _B("p_stale")))
@@ -127,6 +131,22 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
+def _npz(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, values=np.asarray(values, dtype=np.float32))
+    return buffer.getvalue()
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the columns a store made by an older elfscreen lacks (nullable ones only; old rows get NULL)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns("jobs")}
+    with engine.begin() as c:
+        for column in jobs.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                c.execute(sa.text(f'ALTER TABLE jobs ADD COLUMN "{column.name}" {kind}'))
+
+
 @dataclass
 class Claim:
     """What a worker needs to run a job it has claimed; ``token`` guards its writes."""
@@ -138,6 +158,7 @@ class Claim:
     format: str
     content: str
     options: dict
+    structure: dict | None  # as validated at submission; None for jobs stored before it was kept
 
 
 class Store:
@@ -147,6 +168,7 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._callbacks: dict[str, bool] = {}
 
     # --- the API side -------------------------------------------------------------------------
@@ -166,11 +188,12 @@ class Store:
             with self.engine.begin() as c:
                 c.execute(_PUBLISHED, {"p_ids": list(job_ids), "p_now": time.time(), "p_epoch": epoch})
 
-    def cache_candidates(self, keys: list[str], per_key: int = 8) -> dict[str, list[dict]]:
-        """For each key, finished computed (not themselves cached) jobs with it, oldest first."""
-        q = (sa.select(jobs.c.id, jobs.c.cache_key, jobs.c.name, jobs.c.format, jobs.c.content, jobs.c.result,
-                       jobs.c.has_grid)
-             .where(jobs.c.cache_key.in_(sorted(set(keys))), jobs.c.status == "done", jobs.c.cached.is_(False))
+    def cache_candidates(self, keys: list[str], owner: str, per_key: int = 8) -> dict[str, list[dict]]:
+        """For each key, finished computed (not themselves cached) jobs of ``owner`` with it, oldest first.
+        The cache is per owner (API key): another key's jobs, their ids and results stay invisible."""
+        q = (sa.select(jobs.c.id, jobs.c.cache_key, jobs.c.name, jobs.c.structure, jobs.c.result, jobs.c.has_grid)
+             .where(jobs.c.cache_key.in_(sorted(set(keys))), jobs.c.owner == owner, jobs.c.status == "done",
+                    jobs.c.cached.is_(False), jobs.c.structure.is_not(None))
              .order_by(jobs.c.finished_at))
         out: dict[str, list[dict]] = {}
         with self.engine.connect() as c:
@@ -211,9 +234,14 @@ class Store:
                                     .group_by(jobs.c.status)).all())
         return dict(row), {s: counts.get(s, 0) for s in STATUSES}
 
-    def grid(self, job_id: str) -> bytes | None:
+    def grid(self, job_id: str) -> np.ndarray | None:
+        """The kept ELF grid of ``job_id`` (float32, N1×N2×N3), or None."""
         with self.engine.connect() as c:
-            return c.execute(sa.select(grids.c.cube_gz).where(grids.c.job_id == job_id)).scalar_one_or_none()
+            data = c.execute(sa.select(grids.c.npz).where(grids.c.job_id == job_id)).scalar_one_or_none()
+        if data is None:
+            return None
+        with np.load(io.BytesIO(data)) as npz:
+            return npz["values"]
 
     def counts(self) -> dict[str, int]:
         """Jobs by status, and how many were answered from the cache (for /metrics)."""
@@ -265,7 +293,8 @@ class Store:
                                  .returning(jobs.c.id)).scalars().all()
                 if lost:
                     c.execute(_EVENT, [{"job_id": i, "kind": "failed", "at": now, "worker": worker} for i in lost])
-        found = {r.id: Claim(r.id, token, r.batch_id, r.name, r.format, r.content, dict(r.options)) for r in rows}
+        found = {r.id: Claim(r.id, token, r.batch_id, r.name, r.format, r.content, dict(r.options), r.structure)
+                 for r in rows}
         return [found[i] for i in ids if i in found]
 
     def reserve(self, job_ids: list[str], worker: str) -> str:
@@ -304,18 +333,19 @@ class Store:
                 c.execute(_HEARTBEAT, {"p_tokens": list(tokens), "p_now": time.time()})
 
     def finish(self, claim: Claim, *, result: dict | None = None, error: dict | None = None,
-               cube_gz: bytes | None = None, pipeline_s: float | None = None, worker: str | None = None) -> bool:
-        """Write the outcome (``result`` → done, ``error`` → failed) if the claim still holds."""
+               grid: np.ndarray | None = None, pipeline_s: float | None = None, worker: str | None = None) -> bool:
+        """Write the outcome (``result`` → done, ``error`` → failed, ``grid``: the ELF values to keep) if the
+        claim still holds."""
         status = "failed" if error is not None else "done"
         now = time.time()
         with self.engine.begin() as c:
             n = c.execute(_FINISH, {"p_id": claim.job_id, "p_token": claim.token, "p_status": status, "p_result": result,
                                     "p_error": error, "p_now": now, "p_pipeline": pipeline_s,
-                                    "p_grid": cube_gz is not None}).rowcount
+                                    "p_grid": grid is not None}).rowcount
             if n != 1:
                 return False
-            if cube_gz is not None:
-                c.execute(_GRID, {"job_id": claim.job_id, "cube_gz": cube_gz})
+            if grid is not None:
+                c.execute(_GRID, {"job_id": claim.job_id, "npz": _npz(grid)})
             c.execute(_EVENT, {"job_id": claim.job_id, "kind": status, "at": now, "worker": worker})
         return True
 

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from elfscreen.model.errors import GridError, InputError
-from elfscreen.model.network import CheckpointError, ElfModel
+from elfscreen.model.network import CheckpointError, ElfModel, file_sha256
 from elfscreen.model.predict import DEFAULT_SPACING_A, Prediction, predict_grid
 from elfscreen.model.result import GridInfo, ScreeningResult, build_result
 from elfscreen.model.structures import read_structure
@@ -100,6 +102,28 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Elf
         return ElfModel.load(path, device=device or "cpu")
     except CheckpointError as exc:
         raise NoModelError(path.name, str(exc).split(": ", 1)[-1]) from exc
+
+
+_model_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _cached_model(device: str | None) -> tuple[ElfModel, str]:
+    path = model_path()
+    model = load_model(None, device)
+    return model, f"{model.model_version}:{file_sha256(path)[:16]}"
+
+
+def get_model(device: str | None = None) -> tuple[ElfModel, str]:
+    """The ELF model of this process (:func:`model_path`) and its identity (version and checkpoint hash),
+    loaded on first use and kept. Raises :class:`NoModelError` when none is installed."""
+    with _model_lock:
+        return _cached_model(device)
+
+
+def forget_model() -> None:
+    """Drop the kept model: the next :func:`get_model` loads :func:`model_path` again (tests)."""
+    _cached_model.cache_clear()
 
 
 def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float = DEFAULT_SPACING_A,

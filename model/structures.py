@@ -242,3 +242,15 @@ def validate_structure(structure: Structure, name: str = "<input>", limits: Stru
             f"atoms {i + 1} ({structure[i].specie}) and {j + 1} ({structure[j].specie}) are {distances[k]:.3f} Å apart "
             f"(periodic images included); the minimum is {d_min} Å",
         )
+
+
+def structure_to_dict(structure: Structure) -> dict:
+    """A validated structure as plain JSON (lattice rows in Å, species, fractional coordinates): what
+    the service stores with a job so that it is parsed once, at submission. Floats round-trip exactly."""
+    return {"lattice": structure.lattice.matrix.tolist(), "species": [str(site.specie) for site in structure],
+            "frac_coords": structure.frac_coords.tolist()}
+
+
+def structure_from_dict(data: dict) -> Structure:
+    """The structure :func:`structure_to_dict` wrote."""
+    return Structure(np.array(data["lattice"]), data["species"], data["frac_coords"])

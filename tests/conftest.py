@@ -51,9 +51,9 @@ def _model_setting_stays_in_its_module():
         os.environ.pop("ELFSCREEN_MODEL", None)
     else:
         os.environ["ELFSCREEN_MODEL"] = before
-    from elfscreen.app import jobs
+    from elfscreen.model.pipeline import forget_model
 
-    jobs._load.cache_clear()
+    forget_model()
 
 
 @pytest.fixture(scope="module")

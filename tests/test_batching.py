@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from elfscreen.app import jobs
+from elfscreen.app import jobs, screening
 from elfscreen.app.config import Settings
 from elfscreen.app.dispatch import messages
+from elfscreen.app.heartbeat import heartbeats
+from elfscreen.app.sandbox import Sandbox
+from elfscreen.app.submission import prepare
 from elfscreen.app.store import Store
 from elfscreen.model.network import ElfModel
 from elfscreen.model.pipeline import load_model, screen_structure
@@ -63,23 +66,31 @@ def test_messages_split_every_job_once_in_order():
     assert messages(ids, 1) == [[i] for i in ids] and messages([], 8) == []
 
 
+@pytest.fixture(scope="module")
+def sandbox():
+    box = Sandbox(workers=1, memory_mb=1024, timeout_s=60)
+    yield box
+    box.close()
+
+
 @pytest.fixture()
-def setup(tmp_path):
+def setup(tmp_path, sandbox):
     make_checkpoint(tmp_path)
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'jobs.db'}", device="cpu")
     store = Store(settings.db_url)
+    store.sandbox = sandbox
     yield store, settings
     store.engine.dispose()
 
 
 def stored(store, settings, structs, spoil=()):
-    """Validate and store one batch of ``structs`` (name → Structure); the contents of the names in
-    ``spoil`` are replaced by garbage after validation. The job ids in order."""
+    """Validate and store one batch of ``structs`` (name → Structure); the names in ``spoil`` are stored
+    as a job from before structures were kept with their jobs, with garbage for text. The job ids in order."""
     items = [{"name": n, "format": "poscar", "content": s.to(fmt="poscar"), "hdos": None} for n, s in structs.items()]
-    batch, rows = jobs.prepare(items, FULL_OPTIONS, settings, store, "anon")
+    batch, rows = prepare(items, FULL_OPTIONS, settings, store, "anon", store.sandbox)
     for row in rows:
         if row["name"] in spoil:
-            row["content"] = "not a POSCAR at all"
+            row.update(content="not a POSCAR at all", structure=None)
     store.create_batch(batch, rows)
     store.mark_published([r["id"] for r in rows], None)
     return [r["id"] for r in rows]
@@ -135,7 +146,7 @@ def test_a_batch_that_cannot_run_together_runs_one_by_one(setup, monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(jobs, "predict_grids", out_of_memory)
+    monkeypatch.setattr(screening, "predict_grids", out_of_memory)
     assert jobs.run_batch(store, ids, settings, "w") == ["done"] * 3
     expected = direct(structs)
     for job_id, name in zip(ids, structs):
@@ -186,7 +197,7 @@ def test_heartbeats_keep_reserved_and_claimed_jobs_alive(setup):
     ids = stored(store, settings, many_structures(2, seed=13))
     token = store.reserve(ids[:1], "w")
     claim = store.claim(ids[1], "w", settings.lease_s)
-    with jobs.heartbeats(store, settings).hold(token, claim.token):
+    with heartbeats(store, settings).hold(token, claim.token):
         time.sleep(1.6)
         assert store.requeue_dead(1.0) == []  # both beaten within the last 0.5 s (and some slack)
     time.sleep(1.2)

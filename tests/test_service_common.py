@@ -13,15 +13,15 @@ OPTIONS = {"spacing_a": SPACING}
 
 def make_checkpoint(folder) -> str:
     """An untrained 2-member ELF model, saved, and ELFSCREEN_MODEL pointing at it."""
-    from elfscreen.app import jobs
     from elfscreen.model.network import ElfModel
+    from elfscreen.model.pipeline import forget_model
 
     path = folder / "elf-test.pt"
     model = ElfModel.untrained(n_members=2)
     model.model_version = "service-test"
     model.save(path)
     os.environ["ELFSCREEN_MODEL"] = str(path)
-    jobs._load.cache_clear()
+    forget_model()
     return str(path)
 
 

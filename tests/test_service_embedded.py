@@ -188,7 +188,7 @@ def test_openapi_is_served(client):
     assert client.get("/docs").status_code == 200
 
 
-def test_callback_is_posted_once_when_the_batch_finishes(client):
+def test_callback_is_posted_once_when_the_batch_finishes(tmp_path, checkpoint):
     import http.server
     import threading
 
@@ -205,7 +205,7 @@ def test_callback_is_posted_once_when_the_batch_finishes(client):
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with client_for(tmp_path, callback_allow_private=True) as client:  # the hook listens on loopback
         structs = structures()
         body = {"structures": [{"name": n, "format": "poscar", "content": s.to(fmt="poscar")} for n, s in structs.items()],
                 "options": {**OPTIONS, "min_persistence": 0.01}, "callback_url": f"http://127.0.0.1:{server.server_port}/hook"}
@@ -213,8 +213,39 @@ def test_callback_is_posted_once_when_the_batch_finishes(client):
         batch = wait_for(lambda: client.get(f"/v1/batches/{batch_id}").json(), lambda b: b["callback_state"] == "sent")
         assert batch["callback_state"] == "sent" and len(received) == 1
         assert received[0]["batch_id"] == batch_id and [j["status"] for j in received[0]["jobs"]] == ["done"] * 3
-    finally:
-        server.shutdown()
+    server.shutdown()
+
+
+@pytest.mark.parametrize("url, address", [("http://127.0.0.1:9/hook", "127.0.0.1"), ("http://localhost/x", "127.0.0.1"),
+                                          ("http://[::1]:8000/", "::1"), ("http://10.1.2.3/", "10.1.2.3"),
+                                          ("https://169.254.169.254/latest/meta-data", "169.254.169.254"),
+                                          ("http://0.0.0.0/", "0.0.0.0"), ("http://192.168.1.20/", "192.168.1.20")])
+def test_callbacks_to_internal_addresses_are_refused(client, url, address):
+    poscar = structures()["cah4"].to(fmt="poscar")
+    before = client.get("/v1/screenings").json()["total"]
+    r = client.post("/v1/screenings", json={"structures": [{"name": "x", "format": "poscar", "content": poscar}],
+                                            "options": OPTIONS, "callback_url": url})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["input"] == "callback_url" and f"resolves to {address}" in err["message"], err
+    r = client.post("/v1/screenings", files=[("files", ("POSCAR", poscar))], data={"callback_url": url})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_callback", r.text
+    assert client.get("/v1/screenings").json()["total"] == before
+
+
+def test_the_cache_never_shows_one_key_another_keys_jobs(tmp_path, checkpoint):
+    poscar = structures()["h4_tet"].to(fmt="poscar")
+    body = {"structures": [{"name": "tet", "format": "poscar", "content": poscar}], "options": OPTIONS}
+    with client_for(tmp_path, api_keys=frozenset({"alice", "bob"})) as c:
+        alice, bob = {"X-API-Key": "alice"}, {"X-API-Key": "bob"}
+        first = c.post("/v1/screenings", json=body, headers=alice).json()["jobs"][0]["id"]
+        wait_for(lambda: c.get(f"/v1/screenings/{first}", headers=alice).json(), lambda j: j["status"] == "done")
+        again = c.post("/v1/screenings", json=body, headers=alice).json()["jobs"][0]
+        assert again["cached"] and c.get(f"/v1/screenings/{again['id']}", headers=alice).json()["cached_from"] == first
+        other = c.post("/v1/screenings", json=body, headers=bob).json()["jobs"][0]
+        assert not other["cached"] and other["status"] == "queued"
+        job = wait_for(lambda: c.get(f"/v1/screenings/{other['id']}", headers=bob).json(), lambda j: j["status"] == "done")
+        assert job["cached_from"] is None and first not in json.dumps(job)
 
 
 def test_resubmitting_a_folder_with_one_new_file_answers_every_structure(checkpoint, tmp_path):

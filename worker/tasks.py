@@ -1,6 +1,7 @@
 """The Celery tasks: run stored jobs through ``model.pipeline``: one job (:func:`elfscreen.app.jobs.run_job`), the
 jobs of a ``cpu`` message one after another (:func:`elfscreen.app.jobs.run_jobs`), or those of a ``gpu`` message as
-one batch (:func:`elfscreen.app.jobs.run_batch`, one network call per round of descriptor chunks).
+one batch (:func:`elfscreen.app.jobs.run_batch`, one network call per round of descriptor chunks). Each job's
+structure was parsed and validated once, at submission; the store holds it as JSON.
 
 Each worker process loads the ELF model once, when it starts, and keeps one store connection pool.
 Only transient failures are retried (the job store unreachable); a bad structure or model fails its
@@ -16,9 +17,10 @@ from celery.signals import worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from elfscreen.app.config import Settings
-from elfscreen.app.jobs import get_model, run_batch, run_job, run_jobs
+from elfscreen.app.jobs import run_batch, run_job, run_jobs
 from elfscreen.app.store import Store
 from elfscreen.model.errors import InputError
+from elfscreen.model.pipeline import get_model
 from elfscreen.worker.celery_app import BATCH_TASK, MANY_TASK, TASK_NAME, app
 
 log = logging.getLogger("elfscreen.worker")

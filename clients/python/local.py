@@ -1,6 +1,7 @@
 """The embedded pipeline: no server, the jobs run in this process with the functions the service's jobs
-run (``app.jobs``: the model of :func:`~elfscreen.app.jobs.get_model`, then ``model.pipeline.screen_structure``:
-``predict_grid`` + ``screen_prediction``). Needs elfscreen's science stack (torch, pymatgen)."""
+run (``elfscreen.model`` only: the model of :func:`~elfscreen.model.pipeline.get_model`, then
+``model.pipeline.screen_structure``: ``predict_grid`` + ``screen_prediction``). Needs elfscreen's science
+stack (torch, pymatgen), not the server's (FastAPI, SQLAlchemy, Celery)."""
 from __future__ import annotations
 
 import itertools
@@ -34,9 +35,9 @@ class LocalBackend:
         return {ticket: {**self._run(item, options), "job_id": None, "cached": False}}
 
     def _run(self, item: Item, options: dict) -> dict:
-        from elfscreen.app.jobs import PIPELINE_OPTIONS, get_model
         from elfscreen.model.errors import InputError
-        from elfscreen.model.pipeline import screen_structure
+        from elfscreen.model.options import PIPELINE_OPTIONS
+        from elfscreen.model.pipeline import get_model, screen_structure
         from elfscreen.model.structures import parse_structure
 
         start = time.perf_counter()
@@ -58,7 +59,7 @@ def _validated(options: dict) -> dict:
     """The options with the service's defaults, checked as the service checks them."""
     from pydantic import ValidationError
 
-    from elfscreen.app.schemas import Options
+    from elfscreen.model.options import Options
 
     try:
         return Options.model_validate(options).model_dump()

@@ -1,0 +1,127 @@
+"""Run code on untrusted input in child processes with a memory and a time budget.
+
+Parsers and C extensions (pymatgen, ASE, spglib) can be made to crash, hang or allocate without
+bound by a crafted file. :class:`Sandbox` keeps a few long-lived child processes, forked from a
+clean fork server that has the parsers imported (a new child starts in milliseconds), each with
+an address-space limit (``RLIMIT_AS``). A call that runs out of time is killed with its child; a
+child that dies (segfault, out of memory) is replaced. Either way the caller gets an
+:class:`~elfscreen.model.errors.InputError` naming the input; the API process itself never runs
+the parser.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import resource
+import threading
+from multiprocessing.connection import Connection
+
+from elfscreen.model.errors import InputError, StructureError
+
+log = logging.getLogger("elfscreen.sandbox")
+PRELOAD = ["elfscreen.app.intake", "pymatgen.io.cif", "pymatgen.io.res", "pymatgen.io.ase", "pymatgen.symmetry.groups",
+           "ase.io"]  # what the fork server imports once, so each child starts with it
+
+
+class Sandbox:
+    """``workers`` child processes, each limited to ``memory_mb`` MiB of address space; a call
+    (:meth:`run`) may take ``timeout_s`` seconds. Thread-safe: a call waits for a free child."""
+
+    def __init__(self, workers: int, memory_mb: int, timeout_s: float):
+        self.memory_bytes, self.timeout_s = memory_mb * 2**20, timeout_s
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(PRELOAD)
+        self._idle: queue.Queue[_Child] = queue.Queue()
+        self._lock = threading.Lock()
+        self._children: list[_Child] = []
+        self._closed = False
+        for _ in range(max(1, workers)):
+            self._idle.put(self._start())
+
+    def _start(self) -> "_Child":
+        child = _Child(self._ctx, self.memory_bytes)
+        with self._lock:
+            self._children.append(child)
+        return child
+
+    def _replace(self, child: "_Child") -> None:
+        child.kill()
+        with self._lock:
+            self._children.remove(child)
+        if not self._closed:
+            self._idle.put(self._start())
+
+    def run(self, name: str, fn, *args):
+        """``fn(*args)`` in a child (``fn`` importable by name, arguments and result picklable). An
+        :class:`InputError` it raises is raised here; a crash, running out of memory or of time becomes a
+        :class:`StructureError` naming ``name``. Other exceptions are raised as RuntimeError with the
+        child's traceback text (a bug: the API logs it)."""
+        child = self._idle.get()
+        try:
+            child.conn.send((fn, args))
+            if not child.conn.poll(self.timeout_s):
+                self._replace(child)
+                child = None
+                raise StructureError(name, f"took longer than {self.timeout_s:g} s to read and check; "
+                                           "refused (is it far larger or more complex than a crystal needs?)")
+            kind, payload = child.conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            if child is not None:
+                self._replace(child)
+                child = None
+            raise StructureError(name, "made the structure reader crash; refused") from None
+        finally:
+            if child is not None:
+                self._idle.put(child)
+        if kind == "ok":
+            return payload
+        if kind == "input_error":
+            cls, input_name, problem = payload
+            raise cls(input_name, problem)
+        if kind == "memory":
+            raise StructureError(name, f"needs more than {self.memory_bytes // 2**20} MiB to read and check; refused")
+        raise RuntimeError(payload)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            child.kill()
+
+
+class _Child:
+    def __init__(self, ctx, memory_bytes: int):
+        self.conn, theirs = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(theirs, memory_bytes), daemon=True, name="elfscreen-sandbox")
+        self.process.start()
+        theirs.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
+def _serve(conn: Connection, memory_bytes: int) -> None:
+    """The child's loop: run each call, send back its result or what went wrong."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    while True:
+        try:
+            fn, args = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        try:
+            reply = ("ok", fn(*args))
+        except InputError as err:
+            reply = ("input_error", (type(err), err.input_name, err.problem))
+        except MemoryError:
+            reply = ("memory", None)
+        except Exception:  # noqa: BLE001 - a bug, reported to the parent with its traceback
+            import traceback
+
+            reply = ("bug", traceback.format_exc())
+        del fn, args
+        conn.send(reply)
+
