@@ -9,6 +9,7 @@ grid-size check, the cache and the job use from then on.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from elfscreen.app.cache import same_crystal
 from elfscreen.app.config import Settings
@@ -36,21 +37,26 @@ def prepare(items: list[dict], options: dict, settings: Settings, store: Store, 
     _, model_id = get_model(settings.device)
     limits = StructureLimits(max_atoms=settings.max_atoms)
     now, batch_id = time.time(), new_id()
-    rows, errors = [], []
-    for seq, item in enumerate(items):
+
+    def check(item: dict) -> dict | InputError:
         try:
             checked = sandbox.run(item["name"], read_item, item, options, limits, model_id)
             shape = grid_shape(structure_from_dict(checked["structure"]), options["spacing_a"])
             check_grid_shape(shape, item["name"], settings.max_grid_points)
+            return checked
         except InputError as err:
-            errors.append(err)
-            continue
-        rows.append({"id": new_id(), "batch_id": batch_id, "seq": seq, "owner": owner, "name": item["name"],
-                     "content": item["content"], **checked, "status": "queued", "cached": False, "created_at": now})
+            return err
+
+    with ThreadPoolExecutor(max(1, min(len(items), settings.parse_workers))) as pool:  # every sandbox child busy
+        outcomes = list(pool.map(check, items))
+    errors = [o for o in outcomes if isinstance(o, InputError)]
     if errors:
         first = errors[0]
         first.others = [e.to_dict()["error"] for e in errors]
         raise first
+    rows = [{"id": new_id(), "batch_id": batch_id, "seq": seq, "owner": owner, "name": item["name"],
+             "content": item["content"], **checked, "status": "queued", "cached": False, "created_at": now}
+            for seq, (item, checked) in enumerate(zip(items, outcomes))]
     candidates = store.cache_candidates([row["cache_key"] for row in rows], owner)
     for row in rows:
         hit = _cached(candidates.get(row["cache_key"], []), row["structure"])

@@ -34,6 +34,13 @@ def service_environ(folder: Path, **env: str) -> dict:
 def live_server(folder: Path, **env: str):
     """Yield the base URL of ``elfscreen serve`` running in ``folder`` (environment: :func:`service_environ`)
     once ``/readyz`` answers 200 (model loaded); stop it afterwards."""
+    with live_server_process(folder, **env) as (url, _):
+        yield url
+
+
+@contextmanager
+def live_server_process(folder: Path, **env: str):
+    """:func:`live_server`, yielding (base URL, the server's ``subprocess.Popen``)."""
     port = free_port()
     environ = service_environ(folder, **env)
     log = folder / "server.log"
@@ -51,7 +58,7 @@ def live_server(folder: Path, **env: str):
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.send_signal(signal.SIGINT)
         try:
