@@ -1,20 +1,27 @@
-"""Throughput and per-job overhead of the screening service: embedded, and Celery with 1 and 2 workers.
+"""Throughput and per-job overhead of the screening service: embedded, and Celery with 1 and 2 workers,
+idle and while 20 clients keep submitting.
 
     python bench/service.py [--jobs 40] [--spacing 0.4] [--modes embedded,celery1,celery2]
-                            [--broker redis://127.0.0.1:6379/0] [--db postgresql://postgres@127.0.0.1:5432/postgres]
+                            [--load-clients 20] [--broker redis://127.0.0.1:6379/0]
+                            [--db postgresql://postgres@127.0.0.1:5432/postgres]
 
-Each mode starts the real processes (``elfscreen serve``, ``celery … worker``), warms them up with a
-small batch, then times one batch of distinct structures from the POST to the last finished job.
+Each mode starts the real processes (``elfscreen serve`` with one job process per usable core,
+``celery … worker``), warms them up with a small batch, then times one batch of distinct structures
+from the POST to the last finished job: once with nothing else going on (``idle``), once while
+``--load-clients`` threads submit without pause (``loaded``): each re-submits an already screened
+structure (validated in full, answered from the cache: it costs the API, not the job pool) and reads
+its batch back. ``kept`` is loaded ÷ idle jobs/hour (target ≥ 50 %); ``load req/s`` the requests the
+clients got answered meanwhile.
 
 * jobs/hour: jobs / wall time.
 * overhead per job (ms): wall time × worker processes / jobs − mean time inside ``screen_structure``:
   what a worker slot spends on anything but the science (HTTP, validation, store writes, queueing,
-  parsing again in the worker). With 2 workers on a small machine the pipeline itself slows down
+  rebuilding the structure). With 2 workers on a small machine the pipeline itself slows down
   (shared cores), which this does not count as overhead.
 * in-worker overhead (ms): mean (finished − started) − pipeline time, from the store.
 * gap (ms): mean idle time of a worker slot between two of its jobs (store writes after the finish
   time, handing over the next job, a Celery message round trip).
-* submit (ms): the POST's answer time per job (validation, cache key, store, publishing).
+* submit (ms): the POST's answer time per job (sandboxed validation, cache key, store, publishing).
 * load: the 1-minute load average when the mode finished (the machine is shared: compare runs made
   side by side only).
 Target: overhead ≤ 20 ms per job. Small grids (coarse ``--spacing``) make the overhead visible.
@@ -29,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +49,7 @@ from pymatgen.core import Lattice, Structure
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from elfscreen.app.config import usable_cores  # noqa: E402
 from elfscreen.app.store import Store, jobs  # noqa: E402
 from elfscreen.model.network import ElfModel  # noqa: E402
 
@@ -96,12 +105,44 @@ def run_batch(base: str, items: list[tuple[str, str]], spacing: float) -> tuple[
     return batch_id, posted, wall
 
 
+class Load:
+    """``clients`` threads that submit ``item`` (already screened: a cache hit) and read the batch back,
+    without pause, until stopped; :attr:`answered` counts their answered requests."""
+
+    def __init__(self, base: str, item: tuple[str, str], spacing: float, clients: int):
+        self.base, self.clients, self.answered = base, clients, 0
+        self.body = {"structures": [{"name": item[0], "format": "poscar", "content": item[1]}],
+                     "options": {"spacing_a": spacing}}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
+        self._lock = threading.Lock()
+
+    def _loop(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=120) as client:
+            while not self._stop.is_set():
+                r = client.post("/v1/screenings", json=self.body)
+                client.get(f"/v1/batches/{r.json()['batch_id']}", params={"limit": 1})
+                with self._lock:
+                    self.answered += 2
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
 def measure(mode: str, args, env: dict, folder: Path) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     db_url = args.db if mode != "embedded" and args.db else f"sqlite:///{folder / (mode + '.db')}"
     env = {**env, "ELFSCREEN_DB_URL": db_url}
-    procs, workers = [], 1
+    procs, workers = [], usable_cores()
+    env["ELFSCREEN_WORKERS"] = str(workers)
     if mode.startswith("celery"):
         workers = int(mode[-1])
         queue = f"bench-{uuid.uuid4().hex[:6]}"
@@ -118,8 +159,16 @@ def measure(mode: str, args, env: dict, folder: Path) -> dict:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        run_batch(base, crystals(2 * workers, seed=uuid.uuid4().int % 10**6), args.spacing)  # warm-up: imports, numba, model
+        warm = crystals(2 * workers, seed=uuid.uuid4().int % 10**6)
+        run_batch(base, warm, args.spacing)  # warm-up: imports, numba, model
         batch_id, posted, wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
+        loaded_wall, load_rate = float("nan"), float("nan")
+        if args.load_clients:
+            with Load(base, warm[0], args.spacing, args.load_clients) as load:
+                time.sleep(2)  # every client is going
+                before, t0 = load.answered, time.perf_counter()
+                _, _, loaded_wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
+                load_rate = (load.answered - before) / (time.perf_counter() - t0)
         store = Store(db_url)
         with store.engine.connect() as c:
             rows = c.execute(sa.select(jobs.c.pipeline_s, jobs.c.started_at, jobs.c.finished_at, jobs.c.worker)
@@ -135,7 +184,8 @@ def measure(mode: str, args, env: dict, folder: Path) -> dict:
                 "jobs_per_hour": args.jobs / wall * 3600, "pipeline_ms": pipeline * 1e3,
                 "overhead_ms": (wall * workers / args.jobs - pipeline) * 1e3, "in_worker_ms": in_worker * 1e3,
                 "gap_ms": float(np.mean(gaps)) * 1e3 if gaps else float("nan"),
-                "submit_ms": posted / args.jobs * 1e3}
+                "submit_ms": posted / args.jobs * 1e3, "loaded_jobs_per_hour": args.jobs / loaded_wall * 3600,
+                "load_rate": load_rate}
     finally:
         for p in procs:
             stop(p)
@@ -146,6 +196,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=40)
     p.add_argument("--spacing", type=float, default=0.4, help="grid spacing in Å (coarse: overhead dominates)")
     p.add_argument("--modes", default="embedded,celery1,celery2")
+    p.add_argument("--load-clients", type=int, default=20, help="clients submitting during the loaded run (0: none)")
     p.add_argument("--broker", default="redis://127.0.0.1:6379/0")
     p.add_argument("--db", default=None, help="store URL for the Celery modes (default: SQLite in a temp folder)")
     args = p.parse_args()
@@ -155,12 +206,14 @@ def main() -> None:
         ElfModel.untrained(n_members=2).save(ckpt)
         env = {**os.environ, "ELFSCREEN_MODEL": str(ckpt), "ELFSCREEN_SWEEP_EVERY_S": "5"}
         print(f"{'mode':<10}{'jobs':>6}{'wall s':>9}{'jobs/h':>10}{'pipeline ms':>13}{'overhead ms':>13}"
-              f"{'in-worker ms':>14}{'gap ms':>9}{'submit ms':>11}  load", flush=True)
+              f"{'in-worker ms':>14}{'gap ms':>9}{'submit ms':>11}{'loaded jobs/h':>15}{'kept':>7}{'load req/s':>12}  load",
+              flush=True)
         for mode in args.modes.split(","):
             r = measure(mode, args, env, folder)
             print(f"{r['mode']:<10}{r['jobs']:>6}{r['wall_s']:>9.1f}{r['jobs_per_hour']:>10.0f}{r['pipeline_ms']:>13.1f}"
-                  f"{r['overhead_ms']:>13.1f}{r['in_worker_ms']:>14.1f}{r['gap_ms']:>9.1f}{r['submit_ms']:>11.2f}  "
-                  f"{os.getloadavg()[0]:.2f}", flush=True)
+                  f"{r['overhead_ms']:>13.1f}{r['in_worker_ms']:>14.1f}{r['gap_ms']:>9.1f}{r['submit_ms']:>11.2f}"
+                  f"{r['loaded_jobs_per_hour']:>15.0f}{r['loaded_jobs_per_hour'] / r['jobs_per_hour']:>7.0%}"
+                  f"{r['load_rate']:>12.1f}  {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

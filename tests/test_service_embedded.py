@@ -282,3 +282,21 @@ def test_resubmitting_a_folder_with_one_new_file_answers_every_structure(checkpo
     assert all(r["phi"] is not None and "error" not in r for r in twice)
     before = {Path(r["file"]).name: r["phi"] for r in once}
     assert {Path(r["file"]).name: r["phi"] for r in twice if Path(r["file"]).name in before} == before
+
+
+def test_an_unexpected_error_is_a_logged_500_that_is_not_re_raised(tmp_path, checkpoint, caplog):
+    """Starlette's own catch-all answers and then re-raises, which makes the server drop the keep-alive
+    connection; the TestClient (raise_server_exceptions) would raise here if anything re-raised."""
+    app = create_app(Settings(db_url=f"sqlite:///{tmp_path / 'jobs.db'}"))
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("kaboom")
+
+    with TestClient(app) as c:
+        r = c.get("/boom")
+        assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+        assert "RuntimeError" in r.json()["error"]["message"] and "kaboom" not in r.text
+        assert c.get("/healthz").status_code == 200
+    logged = [rec for rec in caplog.records if rec.exc_info and "/boom" in rec.getMessage()]
+    assert logged and logged[0].exc_info[0] is RuntimeError
