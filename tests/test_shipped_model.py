@@ -1,0 +1,104 @@
+"""The shipped checkpoint's science: φ and ELF against DFT on held-out grids, within the model card's figures.
+
+Every other test runs an untrained model; this one loads ``model/weights/elf-h.pt`` and predicts the ELF
+on exactly the DFT grids of structures it never trained on (``data/crystal-test``: all 29 cubic and
+hexagonal crystals; ``data/fluid-md``: 10 MD snapshots of dense fluid H), then compares with the figures
+``model/weights/MODEL_CARD.md`` publishes, read from the card itself. A swapped, retrained-for-worse,
+truncated or untrained checkpoint fails here (an untrained ensemble gives φ MAE ≈ 0.20 and ELF MAE ≈ 0.26).
+
+The card's "all" row covers 67 held-out structures, 29 of them ``crystal-test``; on that subset the
+shipped model scores φ MAE 0.031, ELF MAE 0.0236 and identity R² median 0.988. The margins below
+(φ MAE +0.005, ELF MAE +10 %, R² −0.005) allow a subset to be a little harder than the whole, and are
+far below what any real regression moves.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from elfscreen.model.evaluate import evaluate_entry
+from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, load_model
+from elfscreen.model.train import load_entries
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CARD = WEIGHTS_DIR / "MODEL_CARD.md"
+PHI_MAE_MARGIN = 0.005
+ELF_MAE_FACTOR = 1.10
+R2_MARGIN = 0.005
+
+
+def card_row(group: str) -> dict:
+    """The card's metrics table row of ``group`` ("all", "fluid", "cubic", …) as numbers."""
+    for line in CARD.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == group and len(cells) == 9:
+            keys = ("structures", "elf_mae", "elf_rmse", "r2_identity", "r2_correlated", "phi_mae", "phi_bias", "phi_r2")
+            return dict(zip(keys, map(float, cells[1:])))
+    raise AssertionError(f"{CARD}: no metrics row for {group!r}")
+
+
+def card_largest_phi_error() -> float:
+    """The largest |φ_ML − φ_DFT| the card lists among its failure cases."""
+    pairs = re.findall(r"φ_ML ([0-9.]+) vs φ_DFT ([0-9.]+)", CARD.read_text())
+    assert pairs, f"{CARD}: no 'φ_ML … vs φ_DFT …' failure cases listed"
+    return max(abs(float(a) - float(b)) for a, b in pairs)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped checkpoint, on one torch thread: on a loaded CI machine torch's thread pool spins
+    against the other processes (35 s → 280 s measured on 2 busy cores); one thread keeps this < 60 s."""
+    model = load_model(WEIGHTS_DIR / DEFAULT_MODEL)
+    version = re.search(r"`elf-h\.pt` — (\S+)", CARD.read_text()).group(1)
+    assert model.model_version == version, f"the shipped checkpoint is {model.model_version}, the card describes {version}"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield model
+    torch.set_num_threads(threads)
+
+
+def rows(model, folder: str, every: int = 1) -> list[dict]:
+    """evaluate_entry's metrics for every ``every``-th structure of ``DATA/folder`` (sorted by id)."""
+    entries, _ = load_entries([DATA / folder])
+    entries = sorted(entries, key=lambda e: e.id)[::every]
+    assert entries, f"{DATA / folder} holds no DFT grids"
+    trained_on = set(model.meta["splits"]["train"])
+    assert not trained_on & {e.id for e in entries}, "these grids must be held out"
+    return [evaluate_entry(model, e)[0] for e in entries]
+
+
+def phi_errors(rows: list[dict]) -> np.ndarray:
+    assert all(r["phi_ml"] is not None and r["phi_dft"] is not None for r in rows), [r["id"] for r in rows if r["phi_ml"] is None]
+    return np.array([abs(r["phi_ml"] - r["phi_dft"]) for r in rows])
+
+
+def test_held_out_crystals_match_the_model_card(shipped):
+    card, largest = card_row("all"), card_largest_phi_error()
+    got = rows(shipped, "crystal-test")
+    err = phi_errors(got)
+    worst = got[int(err.argmax())]["id"]
+    assert err.max() <= largest, f"{worst}: |Δφ| {err.max():.3f} above the card's largest error {largest:.3f}"
+    assert err.mean() <= card["phi_mae"] + PHI_MAE_MARGIN, f"φ MAE {err.mean():.4f} vs the card's {card['phi_mae']}"
+    elf_mae = np.mean([r["mae"] for r in got])
+    assert elf_mae <= card["elf_mae"] * ELF_MAE_FACTOR, f"ELF MAE {elf_mae:.4f} vs the card's {card['elf_mae']}"
+    r2 = np.median([r["r2_identity"] for r in got])
+    assert r2 >= card["r2_identity"] - R2_MARGIN, f"identity R² median {r2:.4f} vs the card's {card['r2_identity']}"
+
+
+def test_held_out_fluid_snapshots_match_the_model_card(shipped):
+    """Every second MD fluid snapshot (10, all three pressures; never trained on): each φ within the
+    card's largest error, the ELF as good as the card's fluid group (ELF MAE 0.0304 here). φ MAE here is
+    0.046, above the card's 3-cell fluid figure: the model puts the fluid's threshold too high
+    (docs/REPRODUCTION.md), so it is bounded per snapshot, not on average."""
+    card, largest = card_row("fluid"), card_largest_phi_error()
+    got = rows(shipped, "fluid-md", every=2)
+    err = phi_errors(got)
+    assert err.max() <= largest, f"{got[int(err.argmax())]['id']}: |Δφ| {err.max():.3f} above the card's largest {largest:.3f}"
+    elf_mae = np.mean([r["mae"] for r in got])
+    assert elf_mae <= card["elf_mae"] * ELF_MAE_FACTOR, f"ELF MAE {elf_mae:.4f} vs the card's fluid {card['elf_mae']}"
+    r2 = np.median([r["r2_identity"] for r in got])
+    assert r2 >= card["r2_identity"] - R2_MARGIN, f"identity R² median {r2:.4f} vs the card's fluid {card['r2_identity']}"
