@@ -148,11 +148,27 @@ def _result_options(args) -> dict:
 
 
 def _grid_options(args) -> dict:
+    """``--grid`` (checked against the grid limit here) or ``--spacing`` (checked per structure by
+    :func:`_grid_for`, since the number of points depends on the cell)."""
+    from elfscreen.model.limits import check_grid_shape
+
     if args.grid is not None:
+        check_grid_shape(args.grid, "--grid")
         return {"shape": tuple(args.grid)}
-    if args.spacing <= 0:
+    if not args.spacing > 0:  # also refuses nan
         raise InputError("--spacing", f"must be positive, got {args.spacing}")
     return {"spacing_a": args.spacing}
+
+
+def _grid_for(structure, args) -> dict:
+    """The grid options for ``structure``, its number of points checked before anything is allocated."""
+    from elfscreen.model.limits import check_grid_shape
+    from elfscreen.model.predict import grid_shape
+
+    options = _grid_options(args)
+    if "spacing_a" in options:
+        check_grid_shape(grid_shape(structure, options["spacing_a"]), f"--spacing {args.spacing}")
+    return options
 
 
 def _topology(args) -> int:
@@ -172,10 +188,11 @@ def _predict(args) -> int:
     from elfscreen.model.volumetric import ElfGrid, write_grid
 
     structure = read_structure(args.structure, args.format)
+    grid = _grid_for(structure, args)
     model = load_model(args.model, args.device)
     name = Path(args.structure).name
     start = time.perf_counter()
-    pred = predict_grid(structure, model, device=args.device, name=name, **_grid_options(args))
+    pred = predict_grid(structure, model, device=args.device, name=name, **grid)
     out = write_grid(pred.grid, args.out, fmt=_grid_format(args.out))
     summary = {"name": name, "out": str(out), "grid": list(pred.grid.shape), "device": pred.device,
                "model_version": model.model_version, "members": len(model.members),
@@ -197,22 +214,34 @@ def _grid_format(path: str) -> str:
 
 
 def _screen(args) -> int:
-    from elfscreen.model.pipeline import load_model, screen_file
+    from elfscreen.model.pipeline import load_model, screen_structure
+    from elfscreen.model.structures import read_structure
 
     _check_hdos(args)
-    options = {**_grid_options(args), **_result_options(args)}
+    _grid_options(args)  # a bad --grid or --spacing stops here, before the model loads
+    options = _result_options(args)
     model = load_model(args.model, args.device)
     failed = 0
     total = len(args.structures)
+    after_progress = "\n" if total > 1 else ""  # messages start on a new line after the progress line
     for n, path in enumerate(args.structures, 1):
+        name = Path(path).name
         if total > 1:
-            print(f"\r[{n}/{total}] {Path(path).name[:60]:<60}", end="", file=sys.stderr, flush=True)
+            print(f"\r[{n}/{total}] {name[:60]:<60}", end="", file=sys.stderr, flush=True)
         try:
-            out = screen_file(path, model, args.format, device=args.device, **options).model_dump(mode="json")
+            start = time.perf_counter()
+            structure = read_structure(path, args.format)
+            timings = {"parse": time.perf_counter() - start}
+            result = screen_structure(structure, name, model, device=args.device, timings_s=timings,
+                                      **_grid_for(structure, args), **options)
         except InputError as err:
             failed += 1
-            print(f"\nelfscreen: error: {err}", file=sys.stderr)
+            print(f"{after_progress}elfscreen: error: {err}", file=sys.stderr)
             out = err.to_dict()
+        else:
+            out = result.model_dump(mode="json")
+            for warning in result.warnings:
+                print(f"{after_progress}elfscreen: warning: {name}: {warning}", file=sys.stderr)
         _print(out, 0)
     if total > 1:
         print(f"\rscreened {total - failed} of {total} structures{' ' * 50}", file=sys.stderr)

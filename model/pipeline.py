@@ -14,7 +14,6 @@ from elfscreen.model.errors import GridError, InputError
 from elfscreen.model.network import CheckpointError, ElfModel, file_sha256
 from elfscreen.model.predict import DEFAULT_SPACING_A, Prediction, predict_grid
 from elfscreen.model.result import GridInfo, ScreeningResult, build_result
-from elfscreen.model.structures import read_structure
 from elfscreen.model.tc import estimate_tc
 from elfscreen.model.topology import analyze
 from elfscreen.model.volumetric import ElfGrid, guess_grid_format, read_grid
@@ -24,14 +23,14 @@ COARSE_GRID_A = 0.15  # Å; coarser grids get a warning (the sweep's resolution 
 
 def example_path(name: str) -> Path:
     """Path of a shipped example ELF grid, e.g. ``h2_molecular_cubic`` (see :func:`examples`)."""
-    path = Path(str(resources.files("model") / "examples" / f"{name}.ELF.cube.gz"))
+    path = Path(str(resources.files("elfscreen.model") / "examples" / f"{name}.ELF.cube.gz"))
     if not path.exists():
         raise GridError(name, f"is not a shipped example; choose one of {', '.join(examples())}")
     return path
 
 
 def examples() -> list[str]:
-    folder = resources.files("model") / "examples"
+    folder = resources.files("elfscreen.model") / "examples"
     return sorted(p.name.removesuffix(".ELF.cube.gz") for p in folder.iterdir() if p.name.endswith(".ELF.cube.gz"))
 
 
@@ -153,13 +152,6 @@ def screen_prediction(pred: Prediction, model: ElfModel, *, h_dos: float | None 
     return grid_topology(pred.grid, source="predicted", h_dos=h_dos, tc_model=tc_model, refine=refine,
                          min_persistence=min_persistence, timings_s=timings, warnings=warnings,
                          uncertainty=uncertainty, model=model, device=pred.device)
-
-
-def screen_file(path: str | Path, model: ElfModel, fmt: str | None = None, **options) -> ScreeningResult:
-    """Read and validate a structure file, then :func:`screen_structure` it."""
-    start = time.perf_counter()
-    structure = read_structure(path, fmt)
-    return screen_structure(structure, Path(path).name, model, timings_s={"parse": time.perf_counter() - start}, **options)
 
 
 def _model_warnings(structure, model: ElfModel) -> list[str]:

@@ -93,3 +93,40 @@ def test_a_reader_that_goes_away_is_not_an_error():
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "Broken" not in err
+
+
+def small_cif(tmp_path: Path) -> Path:
+    """A 3 Å cubic CaH2 cell: tiny to screen, and its Ca and low density draw warnings."""
+    from pymatgen.core import Lattice, Structure
+
+    path = tmp_path / "cah2.cif"
+    Structure(Lattice.cubic(3.0), ["H", "H", "Ca"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]).to(filename=str(path))
+    return path
+
+
+@pytest.mark.parametrize("command", ["screen", "predict"])
+@pytest.mark.parametrize("option, problem", [
+    (["--grid", "2000", "2000", "2000"], "limit"),  # 8e9 points: 149 GiB of descriptors before the check existed
+    (["--spacing", "0.001"], "limit"),  # 3000³ points on a 3 Å cell
+    (["--grid", "0", "0", "0"], "below 1"),
+    (["--spacing", "0"], "must be positive"),
+])
+def test_grid_options_beyond_the_limits_exit_2_naming_the_option(tmp_path, command, option, problem):
+    from elfscreen.model.limits import MAX_GRID_POINTS
+
+    extra = ["--out", str(tmp_path / "out.cube")] if command == "predict" else []
+    proc = run(command, str(small_cif(tmp_path)), *option, *extra)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"elfscreen: error: {option[0]}") and problem in proc.stderr
+    if problem == "limit":
+        assert f"{MAX_GRID_POINTS:,}" in proc.stderr and json.loads(proc.stdout)["error"]["code"] == "too_large"
+    assert not (tmp_path / "out.cube").exists()
+
+
+def test_screen_prints_each_results_warnings_on_stderr(tmp_path):
+    proc = run("screen", str(small_cif(tmp_path)), "--spacing", "0.2")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["warnings"] and any("Ca" in w for w in result["warnings"])
+    printed = [line for line in proc.stderr.splitlines() if line.startswith("elfscreen: warning: ")]
+    assert printed == [f"elfscreen: warning: cah2.cif: {w}" for w in result["warnings"]]
