@@ -95,3 +95,14 @@ def test_failures_write_nan_and_log_why(server, tmp_path, env):
     assert math.isnan(value)
     log = (tmp_path / "bad" / "elfscreen-objective.log").read_text()
     assert "ERROR" in log and ("output.POSCAR" in log if not env else "'entropy'" in log)
+
+
+def test_help_prints_usage_and_writes_nothing(tmp_path):
+    """``elfscreen-objective --help`` is what a user tries first: usage on stdout, exit 0, no OUTFILE or
+    log in the working directory; any other argument is refused with exit 2, also writing nothing."""
+    command = [sys.executable, "-m", "elfscreen.client.xtalopt"]
+    shown = subprocess.run([*command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: elfscreen-objective") and "OUTFILE" in shown.stdout
+    refused = subprocess.run([*command, "--outfile", "x"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "unexpected arguments: --outfile x" in refused.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -46,6 +46,7 @@ QUANTITIES = {"phi": lambda r: r["phi"], "phi_star": lambda r: r["phi_star"], "t
 RULE = re.compile(r"^\s*(phi_star|phi|tc)\s*(>=|<=|>|<)\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
 COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 DETACHED = "ELFSCREEN_OBJECTIVE_DETACHED"  # set in the background child of ``detach = yes``
+USAGE = "usage: elfscreen-objective   (no arguments: XtalOpt runs it in the candidate's folder; -h: this help)"
 
 log = logging.getLogger("elfscreen.objective")
 
@@ -120,8 +121,19 @@ def screen_poscar(cwd: Path, conf: dict[str, str]) -> dict:
                              timeout=float(conf["timeout"]))
 
 
-def main() -> int:
-    """Run as XtalOpt runs it: in the candidate's working directory, no arguments."""
+def main(argv: list[str] | None = None) -> int:
+    """Run as XtalOpt runs it: in the candidate's working directory, no arguments. ``-h``/``--help``
+    prints the usage (exit 0) and any other argument is refused (exit 2), both without writing a file."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        try:
+            print(f"{USAGE}\n\n{__doc__}", flush=True)
+        except BrokenPipeError:  # `elfscreen-objective --help | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if argv:
+        print(f"{USAGE}\nelfscreen-objective: error: unexpected arguments: {' '.join(argv)}", file=sys.stderr)
+        return 2
     cwd = Path.cwd()
     try:
         conf = {**DEFAULTS, **file_settings(cwd), **env_settings()}
