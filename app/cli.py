@@ -77,9 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_result_options(sc)
 
     ds = sub.add_parser("dataset", help="generate DFT ELF datasets with Quantum ESPRESSO (resumable)")
-    from elfscreen.model import dataset
+    from elfscreen.app import dataset_cli
 
-    dataset.add_arguments(ds)
+    dataset_cli.add_arguments(ds)
 
     tr = sub.add_parser("train", help="train an ELF model ensemble on dataset folders")
     tr.add_argument("--data", nargs="+", required=True, help="dataset folders (elfscreen dataset generate)")
@@ -249,9 +249,9 @@ def _screen(args) -> int:
 
 
 def _dataset(args) -> int:
-    from elfscreen.model import dataset
+    from elfscreen.app import dataset_cli
 
-    return dataset.run(args)
+    return dataset_cli.run(args)
 
 
 def _train(args) -> int:

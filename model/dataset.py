@@ -32,7 +32,6 @@ Lengths Å, volumes Å³, pressures GPa.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import fcntl
@@ -41,7 +40,6 @@ import io
 import json
 import os
 import signal
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -52,12 +50,20 @@ import numpy as np
 from pymatgen.core import Lattice, Structure
 
 from elfscreen.model import __version__
-from elfscreen.model.dft import DftError, DftSettings, elf_of, md
+from elfscreen.model.dft import HYDRIDE_SETTINGS, DftError, DftSettings, elf_of, md
 from elfscreen.model.errors import InputError, StructureError
+from elfscreen.model.prototypes import (
+    PROTOTYPES,
+    make_random_hydride,
+    prototype_entries,
+    prototype_size,
+    random_composition,
+)
 from elfscreen.model.structures import validate_structure
 from elfscreen.model.volumetric import ElfGrid, read_npz
 
-KINDS = ("crystal", "fluid", "fluid-md")  # append only: the index seeds the random streams
+KINDS = ("crystal", "fluid", "fluid-md", "hydride-prototype", "hydride-random", "crystal-relaxed")  # append only: the index seeds the random streams
+HYDRIDE_KINDS = ("hydride-prototype", "hydride-random")
 FAMILIES = {  # crystal family → space-group range (trigonal and hexagonal both in the hexagonal family; listed apart)
     "triclinic": (1, 2), "monoclinic": (3, 15), "orthorhombic": (16, 74), "tetragonal": (75, 142),
     "trigonal": (143, 167), "hexagonal": (168, 194), "cubic": (195, 230),
@@ -93,6 +99,16 @@ class GeneratorOptions:
     md_first_snapshot: int = 40  # steps before the first snapshot (the hand-made start relaxes)
     md_snapshot_every: int = 20
     stride: int = 2  # store every stride-th grid point (1: full resolution)
+    # hydrides (model/prototypes.py): which prototypes (None: all), and the random binaries/ternaries
+    prototypes: tuple[str, ...] | None = None
+    hydride_atoms: tuple[int, int] = (4, 24)
+    hydride_small_atoms: tuple[int, int] = (4, 12)  # most random hydrides come from here ...
+    hydride_small_fraction: float = 0.7  # ... this share of them
+    hydride_h_fraction: tuple[float, float] = (0.5, 0.95)
+    hydride_ternary_fraction: float = 0.4
+    hydride_pressure_gpa: tuple[float, float] = (100.0, 300.0)
+    # relaxed pure-H crystals: each relaxed at one of these pressures (structure index i: pressures[i % len])
+    relaxed_pressures_gpa: tuple[float, ...] = (50.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0)
 
     @property
     def md_snapshot_steps(self) -> list[int]:
@@ -128,9 +144,30 @@ def _rng(kind: str, seed: int, index: int, stream: int = 0) -> np.random.Generat
 
 
 def plan(kind: str, seed: int, index: int, options: GeneratorOptions = GeneratorOptions(),
-         relax_fraction: float = 0.0) -> dict:
-    """The generator parameters of structure ``index`` (cheap; no structure is built)."""
+         relax_fraction: float = 0.0) -> dict | None:
+    """The generator parameters of structure ``index`` (cheap; no structure is built); ``None`` for a
+    prototype entry that ``options.prototypes`` leaves out."""
     rng = _rng(kind, seed, index)
+    if kind == "hydride-prototype":
+        name, sub, pressure = prototype_entries()[index]
+        if options.prototypes is not None and name not in options.prototypes:
+            return None
+        proto = PROTOTYPES[name]
+        return {"kind": kind, "prototype": name, "space_group": proto.space_group, "substitution": list(sub),
+                "n_atoms": prototype_size(name, sub), "pressure_gpa": pressure, "relax_pressure_gpa": pressure}
+    if kind == "hydride-random":
+        lo, hi = options.hydride_small_atoms if rng.random() < options.hydride_small_fraction else options.hydride_atoms
+        n = int(rng.integers(lo, hi + 1))
+        ternary = bool(rng.random() < options.hydride_ternary_fraction) and n >= 4
+        species = random_composition(rng, n, ternary, float(rng.uniform(*options.hydride_h_fraction)))
+        pressure = round(float(rng.uniform(*options.hydride_pressure_gpa)), 1)
+        relaxed = bool(rng.random() < relax_fraction)
+        return {"kind": kind, "n_atoms": n, "species": species, "ternary": ternary, "pressure_gpa": pressure,
+                "h_fraction": round(species.count("H") / n, 4), "relax_pressure_gpa": pressure if relaxed else None}
+    if kind == "crystal-relaxed":
+        params = plan("crystal", seed, index, options, 0.0)
+        pressure = options.relaxed_pressures_gpa[index % len(options.relaxed_pressures_gpa)]
+        return {**params, "kind": kind, "relax_pressure_gpa": pressure}
     if kind == "crystal":
         family = options.crystal_families[index % len(options.crystal_families)]
         lo, hi = options.crystal_small_atoms if rng.random() < options.crystal_small_fraction else options.crystal_atoms
@@ -371,8 +408,18 @@ def build_structure(kind: str, seed: int, index: int, params: dict) -> tuple[Str
         _check(structure, params["trajectory"])
         return structure, info
     rng = _rng(kind, seed, index, stream=1)
-    structure, info = (make_crystal if kind == "crystal" else make_fluid)(params, rng)
-    _check(structure, entry_id(kind, seed, index))
+    name = entry_id(kind, seed, index)
+    if kind == "hydride-prototype":
+        structure = PROTOTYPES[params["prototype"]].build(tuple(params["substitution"]), params["pressure_gpa"])
+        info = {"space_group": params["space_group"], "volume_per_atom_a3": round(structure.volume / len(structure), 4)}
+    elif kind == "hydride-random":
+        try:
+            structure, info = make_random_hydride(params, rng)
+        except ValueError as exc:
+            raise StructureError(name, str(exc)) from None
+    else:
+        structure, info = (make_crystal if kind in ("crystal", "crystal-relaxed") else make_fluid)(params, rng)
+    _check(structure, name)
     return structure, info
 
 
@@ -516,8 +563,14 @@ def _now() -> str:
 Runner = Callable[..., tuple[ElfGrid, dict]]
 
 
+def default_settings(kind: str) -> DftSettings:
+    """The DFT settings of a dataset kind: :data:`~elfscreen.model.dft.HYDRIDE_SETTINGS` for hydrides
+    (PseudoDojo potentials, H_DOS), the pure-hydrogen defaults otherwise."""
+    return HYDRIDE_SETTINGS if kind in HYDRIDE_KINDS else DftSettings()
+
+
 def generate(out_dir: str | Path, kind: str, count: int, seed: int = 0, relax_fraction: float | None = None,
-             progress: Callable[[dict], None] | None = None, *, settings: DftSettings = DftSettings(),
+             progress: Callable[[dict], None] | None = None, *, settings: DftSettings | None = None,
              options: GeneratorOptions = GeneratorOptions(), runner: Runner | None = None,
              max_new: int | None = None, md_runner: MdRunner | None = None) -> dict:
     """Make (or continue) a dataset of ``count`` structures of ``kind`` in ``out_dir``.
@@ -531,7 +584,10 @@ def generate(out_dir: str | Path, kind: str, count: int, seed: int = 0, relax_fr
     if kind not in KINDS:
         raise InputError("kind", f"unknown dataset kind {kind!r}; use one of {', '.join(KINDS)}")
     if relax_fraction is None:
-        relax_fraction = 0.2 if kind == "crystal" else 0.0
+        relax_fraction = {"crystal": 0.2, "hydride-random": 0.5}.get(kind, 0.0)
+    if kind == "hydride-prototype":
+        count = min(count, len(prototype_entries()))
+    settings = settings or default_settings(kind)
     runner = runner or elf_of
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -552,7 +608,7 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
     manifest, failed_path = out / "manifest.jsonl", out / "failed.jsonl"
     finished = {e["id"] for e in read_jsonl(manifest) if (out / e.get("file", "")).is_file()}
     failed = {e["id"] for e in read_jsonl(failed_path)}
-    plans = [(i, plan(kind, seed, i, options, relax_fraction)) for i in range(count)]
+    plans = [(i, params) for i in range(count) if (params := plan(kind, seed, i, options, relax_fraction)) is not None]
     plans.sort(key=lambda p: (p[1]["n_atoms"], p[0]))  # small cells first
     counts = {"done": 0, "failed": 0, "skipped": 0, "todo": 0}
     todo = []
@@ -589,7 +645,7 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
             grid, record = runner(structure, settings, None, params.get("relax_pressure_gpa"), name=eid)
         except DftError as exc:
             _append(failed_path, {**base, "created": _now(), "step": exc.record.get("failed_step", "dft"),
-                                  "reason": str(exc), "record": exc.record,
+                                  "reason": str(exc), "record": exc.record, "cpu_s": exc.record.get("cpu_s"),
                                   "wall_s": round(time.monotonic() - t0, 2)})
             counts["failed"] += 1
             _report(progress, eid, "failed", str(exc), counts, t_run)
@@ -601,7 +657,11 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
             **base, "created": _now(),
             "structure_hash": structure_hash(s), "n_atoms": len(s),
             "volume_per_atom_a3": round(s.volume / len(s), 5), "min_hh_a": round(min_hh_distance(s), 4),
+            "species": sorted({site.specie.symbol for site in s}), "formula": s.composition.reduced_formula,
+            "h_fraction": round(sum(site.specie.symbol == "H" for site in s) / len(s), 5),
             "relaxed": params.get("relax_pressure_gpa") is not None,
+            "pressure_gpa": params.get("relax_pressure_gpa") or params.get("pressure_gpa"),
+            "h_dos": record.get("h_dos"), "cpu_s": record.get("cpu_s"),
             "file": f"{eid}.npz", "file_sha256": sha, "file_bytes": size,
             "grid": {"stored_shape": stored_shape, "full_shape": list(grid.shape), "stride": options.stride,
                      "subsampling": "every stride-th point of the DFT grid (no averaging)" if options.stride > 1 else "none",
@@ -609,7 +669,7 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
             "elf": record.get("elf"),
             "topology": topo,
             "qe": {"version": record.get("qe_version"), "settings": record.get("settings"),
-                   "pseudopotential": record.get("pseudopotential"), "kmesh": record.get("kmesh"),
+                   "pseudopotentials": record.get("pseudopotentials"), "kmesh": record.get("kmesh"),
                    "pw_input": record.get("pw_input"), "pp_input": record.get("pp_input"),
                    "scf": {k: v for k, v in (record.get("scf") or {}).items() if k != "output_tail"},
                    "pp": record.get("pp"), "rescaled": record.get("rescaled"), "relax": _slim_relax(record.get("relax"))},
@@ -646,66 +706,35 @@ def summary(out_dir: str | Path) -> dict:
             "atoms_range": [min(e["n_atoms"] for e in entries), max(e["n_atoms"] for e in entries)] if entries else None}
 
 
-# ---------------------------------------------------------------------------------------------------
-# command line (``elfscreen dataset …`` delegates here)
-# ---------------------------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``generate`` and ``summary`` subcommands to ``parser`` (the ``dataset`` command)."""
-    sub = parser.add_subparsers(dest="dataset_command", required=True)
-    g = sub.add_parser("generate", help="generate (or continue) a DFT ELF dataset; resumable")
-    g.add_argument("--out", required=True, help="dataset folder")
-    g.add_argument("--kind", choices=KINDS, required=True)
-    g.add_argument("--count", type=int, required=True, help="number of structures in the dataset")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--relax-fraction", type=float, help="share relaxed at 100 GPa (default 0.2 crystal, 0 fluid)")
-    g.add_argument("--min-atoms", type=int, help="smallest cell (default 4 crystal, 32 fluid; fluid-md: the cell size, 32)")
-    g.add_argument("--max-atoms", type=int, help="largest cell (default 48)")
-    g.add_argument("--families", help=f"crystal families, comma-separated (default all: {','.join(FAMILIES)})")
-    g.add_argument("--stride", type=int, default=2, help="store every n-th grid point per axis (default 2; 1 = full)")
-    g.add_argument("--ecutwfc", type=float, help="Ry (default 100)")
-    g.add_argument("--ecutrho", type=float, help="Ry (default 800)")
-    g.add_argument("--max-new", type=int, help="stop after this many new DFT runs")
-    s = sub.add_parser("summary", help="counts, sizes and φ range of a dataset folder")
-    s.add_argument("dir")
+def _pseudo_files(entry: dict) -> list[str]:
+    qe = entry.get("qe") or {}
+    if qe.get("pseudopotentials"):
+        return [p["name"] for p in qe["pseudopotentials"].values()]
+    return [qe["pseudopotential"]["name"]] if qe.get("pseudopotential") else []
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run a parsed ``dataset`` command; progress on stderr, the final counts as JSON on stdout."""
-    if args.dataset_command == "summary":
-        print(json.dumps(summary(args.dir), indent=2))
-        return 0
-    opts = GeneratorOptions(stride=args.stride)
-    changes = {}
-    if args.kind == "crystal" and (args.min_atoms or args.max_atoms):
-        lo, hi = args.min_atoms or opts.crystal_atoms[0], args.max_atoms or opts.crystal_atoms[1]
-        changes.update(crystal_atoms=(lo, hi), crystal_small_atoms=(lo, min(hi, max(lo, opts.crystal_small_atoms[1]))))
-    if args.kind == "fluid" and (args.min_atoms or args.max_atoms):
-        changes.update(fluid_atoms=(args.min_atoms or opts.fluid_atoms[0], args.max_atoms or opts.fluid_atoms[1]))
-    if args.kind == "crystal" and args.families:
-        families = tuple(f.strip() for f in args.families.split(",") if f.strip())
-        unknown = [f for f in families if f not in FAMILIES]
-        if unknown or not families:
-            raise InputError("--families", f"unknown crystal families {unknown}; use some of {', '.join(FAMILIES)}")
-        changes.update(crystal_families=families)
-    if args.kind == "fluid-md" and args.min_atoms:
-        changes.update(md_atoms=args.min_atoms)
-    if changes:
-        from dataclasses import replace
-
-        opts = replace(opts, **changes)
-    st = DftSettings()
-    if args.ecutwfc or args.ecutrho:
-        from dataclasses import replace
-
-        st = replace(st, ecutwfc=args.ecutwfc or st.ecutwfc, ecutrho=args.ecutrho or st.ecutrho)
-
-    def progress(p: dict) -> None:
-        print(f"[{p['elapsed_s']:8.0f} s] {p['id']} {p['status']}: {p['message']} "
-              f"(done {p['done']}, failed {p['failed']}, skipped {p['skipped']}, todo {p['todo']})",
-              file=sys.stderr, flush=True)
-
-    counts = generate(args.out, args.kind, args.count, args.seed, args.relax_fraction, progress,
-                      settings=st, options=opts, max_new=args.max_new)
-    print(json.dumps(counts))
-    return 0
+def summary_of(dirs: list[str | Path]) -> dict:
+    """One summary over dataset folders (``elfscreen dataset summary DIR… --json``): ``structures``,
+    ``by_element`` (cells containing each element), ``relaxed``, ``pressure_gpa`` {min, max} (relaxation
+    or generation pressure, where known), ``pseudopotentials`` (file names used), ``with_h_dos``,
+    ``failed``, ``cpu_hours`` (QE CPU time of finished and failed runs; wall time for runs made before
+    0.7, which were single-core), ``by_folder``."""
+    entries, failed, by_folder = [], [], {}
+    for d in dirs:
+        e, f = read_manifest(d), read_jsonl(Path(d) / "failed.jsonl")
+        entries += e
+        failed += f
+        by_folder[str(d)] = {"structures": len(e), "failed": len(f)}
+    by_element: dict[str, int] = {}
+    for e in entries:
+        for el in e.get("species") or ["H"]:
+            by_element[el] = by_element.get(el, 0) + 1
+    pressures = [p for e in entries if (p := e.get("pressure_gpa") or (e.get("generator") or {}).get("relax_pressure_gpa"))]
+    # QE CPU seconds where recorded (since 0.7), else the run's wall seconds (runs are single-core)
+    cpu = sum((e.get("cpu_s") or e.get("wall_s") or 0.0) for e in entries + failed)
+    return {"structures": len(entries), "by_element": dict(sorted(by_element.items())),
+            "relaxed": sum(bool(e.get("relaxed")) for e in entries),
+            "pressure_gpa": {"min": min(pressures), "max": max(pressures)} if pressures else None,
+            "pseudopotentials": sorted({n for e in entries for n in _pseudo_files(e)}),
+            "with_h_dos": sum(e.get("h_dos") is not None for e in entries), "failed": len(failed),
+            "cpu_hours": round(cpu / 3600.0, 4), "by_folder": by_folder}

@@ -30,17 +30,21 @@ import hashlib
 import math
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Element, Lattice, Structure
 
 from elfscreen.model.errors import InputError
+from elfscreen.model.hdos import h_dos_from_projwfc, projwfc_input
+from elfscreen.model.potentials import Pseudopotential, PseudopotentialError, pseudopotentials_for
 from elfscreen.model.volumetric import BOHR_A, ElfGrid, qe_rescale, read_grid
 
 QE_DIR = Path(__file__).resolve().parent / "qe"
@@ -94,26 +98,25 @@ class DftSettings:
     md_temperature_window_k: float = 150.0  # velocities are rescaled to the target when T leaves ± this
     md_degauss: float = 0.02  # Ry; with local-TF mixing, keeps the SCF of metallic (dissociated) snapshots converging
     md_conv_thr_per_atom: float = 2e-7  # Ry per atom
+    # which pseudopotentials: "hscv-h" (pure hydrogen only: Debian's HSCV H for the ELF, an ld1.x H for
+    # vc-relax; the pure-H datasets) or "pseudodojo" (model/potentials.py: every supported element,
+    # the same files for vc-relax and the ELF)
+    potentials: str = "hscv-h"
+    h_dos: bool = False  # run projwfc.x after the SCF and store the H share of the DOS at E_F
+    hdos_degauss: float = 0.02  # Ry, Gaussian broadening of the projected DOS
+    hdos_delta_e_ev: float = 0.01
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Pseudopotential:
-    """A hydrogen pseudopotential file ready for pw.x."""
-
-    path: Path
-    name: str
-    source: str  # "debian" or "ld1.x"
-    origin: str  # where it came from (Debian file, or the ld1.x input)
-    sha256: str
-    kind: str = "norm-conserving PBE"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
+# The settings of the hydride datasets (issue 12; docs/DFT.md has the convergence measurements):
+# norm-conserving PseudoDojo potentials for every species, 100 Ry wavefunctions, 4× for the density,
+# a finer k-mesh than the insulating pure-H crystals need (hydrides at pressure are metals), H_DOS;
+# the vc-relax at 80/320 Ry and 0.4 Å⁻¹ (measured harmless for φ, docs/DFT.md).
+HYDRIDE_SETTINGS = DftSettings(ecutwfc=100.0, ecutrho=400.0, kspacing=0.3, degauss=0.02, potentials="pseudodojo",
+                               h_dos=True, relax_ecutwfc=80.0, relax_ecutrho=320.0, relax_kspacing=0.4,
+                               relax_nstep=80)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,19 +263,28 @@ def standard_orientation(structure: Structure) -> Structure:
 # inputs
 # ---------------------------------------------------------------------------------------------------
 
-def _structure_cards(structure: Structure, pseudo_name: str) -> list[str]:
-    lines = ["ATOMIC_SPECIES", f"  H  {H_MASS:.5f}  {pseudo_name}", "CELL_PARAMETERS angstrom"]
+def species_of(structure: Structure) -> list[str]:
+    """The element symbols of ``structure`` in order of first appearance (QE's species order)."""
+    return list(dict.fromkeys(site.specie.symbol for site in structure))
+
+
+def _structure_cards(structure: Structure, pseudo_names: Mapping[str, str]) -> list[str]:
+    lines = ["ATOMIC_SPECIES"]
+    for el in species_of(structure):
+        if el not in pseudo_names:
+            raise DftError("structure", f"no pseudopotential given for {el} (have {', '.join(pseudo_names)})")
+        mass = H_MASS if el == "H" else float(Element(el).atomic_mass)
+        lines.append(f"  {el:2s} {mass:.5f}  {pseudo_names[el]}")
+    lines.append("CELL_PARAMETERS angstrom")
     for v in structure.lattice.matrix:
         lines.append("  " + " ".join(f"{x:18.12f}" for x in v))
     lines.append("ATOMIC_POSITIONS crystal")
     for site in structure:
-        if site.specie.symbol != "H":
-            raise DftError("structure", f"the DFT driver handles pure hydrogen only; found {site.specie}")
-        lines.append("  H " + " ".join(f"{x:18.12f}" for x in site.frac_coords))
+        lines.append(f"  {site.specie.symbol:2s} " + " ".join(f"{x:18.12f}" for x in site.frac_coords))
     return lines
 
 
-def pw_scf_input(structure: Structure, settings: DftSettings, pseudo_name: str, prefix: str = "elf") -> str:
+def pw_scf_input(structure: Structure, settings: DftSettings, pseudo_names: Mapping[str, str], prefix: str = "elf") -> str:
     """The pw.x SCF input (``ibrav=0``, cell in Å, crystal coordinates, explicit dense FFT grid)."""
     nat = len(structure)
     k = kmesh(structure.lattice, settings.kspacing)
@@ -280,7 +292,7 @@ def pw_scf_input(structure: Structure, settings: DftSettings, pseudo_name: str, 
     lines = [
         "&CONTROL", "  calculation = 'scf'", f"  prefix = '{prefix}'", "  outdir = './tmp'",
         "  pseudo_dir = './pseudo'", "  disk_io = 'low'", "/",
-        "&SYSTEM", "  ibrav = 0", f"  nat = {nat}", "  ntyp = 1",
+        "&SYSTEM", "  ibrav = 0", f"  nat = {nat}", f"  ntyp = {len(species_of(structure))}",
         f"  ecutwfc = {settings.ecutwfc:.1f}", f"  ecutrho = {settings.ecutrho:.1f}",
         f"  nr1 = {nr[0]}", f"  nr2 = {nr[1]}", f"  nr3 = {nr[2]}",
         "  occupations = 'smearing'", f"  smearing = '{settings.smearing}'", f"  degauss = {settings.degauss:.4f}",
@@ -288,7 +300,7 @@ def pw_scf_input(structure: Structure, settings: DftSettings, pseudo_name: str, 
         "&ELECTRONS", f"  conv_thr = {settings.conv_thr_per_atom * nat:.2e}", f"  mixing_beta = {settings.mixing_beta}",
         f"  electron_maxstep = {settings.electron_maxstep}", "/",
     ]
-    lines += _structure_cards(structure, pseudo_name)
+    lines += _structure_cards(structure, pseudo_names)
     lines += ["K_POINTS automatic", f"  {k[0]} {k[1]} {k[2]} 0 0 0"]
     return "\n".join(lines) + "\n"
 
@@ -302,7 +314,7 @@ def pp_elf_input(prefix: str = "elf", fileout: str = "elf.cube") -> str:
     ]) + "\n"
 
 
-def pw_relax_input(structure: Structure, settings: DftSettings, pseudo_name: str, pressure_gpa: float,
+def pw_relax_input(structure: Structure, settings: DftSettings, pseudo_names: Mapping[str, str], pressure_gpa: float,
                    prefix: str = "relax") -> str:
     """The pw.x vc-relax input at ``pressure_gpa`` (BFGS on ions and cell, ``cell_dofree='all'``)."""
     nat = len(structure)
@@ -312,7 +324,7 @@ def pw_relax_input(structure: Structure, settings: DftSettings, pseudo_name: str
         "  pseudo_dir = './pseudo'", "  disk_io = 'low'", f"  nstep = {settings.relax_nstep}",
         f"  forc_conv_thr = {settings.relax_forc_conv_thr:.1e}", f"  etot_conv_thr = {settings.relax_etot_conv_thr:.1e}",
         "/",
-        "&SYSTEM", "  ibrav = 0", f"  nat = {nat}", "  ntyp = 1",
+        "&SYSTEM", "  ibrav = 0", f"  nat = {nat}", f"  ntyp = {len(species_of(structure))}",
         f"  ecutwfc = {settings.relax_ecutwfc:.1f}", f"  ecutrho = {settings.relax_ecutrho:.1f}",
         "  occupations = 'smearing'", f"  smearing = '{settings.smearing}'", f"  degauss = {settings.degauss:.4f}",
         "  nspin = 1", "/",
@@ -322,12 +334,12 @@ def pw_relax_input(structure: Structure, settings: DftSettings, pseudo_name: str
         "&CELL", "  cell_dynamics = 'bfgs'", f"  press = {pressure_gpa * 10.0:.2f}",
         f"  press_conv_thr = {settings.relax_press_conv_thr_kbar:.2f}", "  cell_dofree = 'all'", "/",
     ]
-    lines += _structure_cards(structure, pseudo_name)
+    lines += _structure_cards(structure, pseudo_names)
     lines += ["K_POINTS automatic", f"  {k[0]} {k[1]} {k[2]} 0 0 0"]
     return "\n".join(lines) + "\n"
 
 
-def pw_md_input(structure: Structure, settings: DftSettings, pseudo_name: str, temperature_k: float,
+def pw_md_input(structure: Structure, settings: DftSettings, pseudo_names: Mapping[str, str], temperature_k: float,
                 nsteps: int, prefix: str = "md") -> str:
     """The pw.x Born–Oppenheimer MD input: ``nsteps`` Verlet steps of ``settings.md_dt_au`` at
     ``temperature_k`` (velocities drawn at that temperature and rescaled to it whenever the temperature
@@ -339,7 +351,7 @@ def pw_md_input(structure: Structure, settings: DftSettings, pseudo_name: str, t
         "&CONTROL", "  calculation = 'md'", f"  prefix = '{prefix}'", "  outdir = './tmp'",
         "  pseudo_dir = './pseudo'", "  disk_io = 'low'", f"  nstep = {nsteps}", f"  dt = {settings.md_dt_au:.2f}",
         "  tstress = .true.", "/",
-        "&SYSTEM", "  ibrav = 0", f"  nat = {nat}", "  ntyp = 1", "  nosym = .true.",
+        "&SYSTEM", "  ibrav = 0", f"  nat = {nat}", f"  ntyp = {len(species_of(structure))}", "  nosym = .true.",
         f"  ecutwfc = {settings.md_ecutwfc:.1f}", f"  ecutrho = {settings.md_ecutrho:.1f}",
         "  occupations = 'smearing'", f"  smearing = '{settings.smearing}'", f"  degauss = {settings.md_degauss:.4f}",
         "  nspin = 1", "/",
@@ -349,7 +361,7 @@ def pw_md_input(structure: Structure, settings: DftSettings, pseudo_name: str, t
         "&IONS", "  ion_dynamics = 'verlet'", "  ion_temperature = 'rescaling'", f"  tempw = {temperature_k:.1f}",
         f"  tolp = {settings.md_temperature_window_k:.1f}", "/",
     ]
-    lines += _structure_cards(structure, pseudo_name)
+    lines += _structure_cards(structure, pseudo_names)
     lines += ["K_POINTS automatic", f"  {k[0]} {k[1]} {k[2]} 0 0 0"]
     return "\n".join(lines) + "\n"
 
@@ -369,14 +381,23 @@ def _tail(text: str, n: int = 30) -> str:
     return "\n".join(text.rstrip().splitlines()[-n:])
 
 
-def _run(exe: str, infile: str, outfile: str, cwd: Path, timeout: float) -> tuple[int, str, float]:
-    t0 = time.monotonic()
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _run(exe: str, infile: str, outfile: str, cwd: Path, timeout: float, record: dict | None = None) -> tuple[int, str, float]:
+    """Run ``exe -in infile`` in ``cwd``; returns (exit code, output text, wall s). The CPU seconds of
+    the run are added to ``record["cpu_s"]`` (children's rusage: runs are sequential in one process)."""
+    t0, c0 = time.monotonic(), _children_cpu_s()
     with open(cwd / outfile, "w") as fo:
         try:
             rc = subprocess.run([exe, "-in", infile], cwd=cwd, stdout=fo, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=_env(), timeout=timeout, check=False).returncode
         except subprocess.TimeoutExpired:
             rc = 124
+    if record is not None:
+        record["cpu_s"] = round(record.get("cpu_s", 0.0) + _children_cpu_s() - c0, 2)
     return rc, (cwd / outfile).read_text(errors="replace"), time.monotonic() - t0
 
 
@@ -436,7 +457,7 @@ def needs_rescale(version: str | None) -> bool:
 def _parse_relaxed_structure(text: str, template: Structure) -> Structure | None:
     """The last CELL_PARAMETERS / ATOMIC_POSITIONS block of a vc-relax output."""
     cells = list(re.finditer(r"CELL_PARAMETERS \((\w+)(?:=\s*([-\d.]+))?\)\s*\n((?:\s*[-\d.]+\s+[-\d.]+\s+[-\d.]+\s*\n){3})", text))
-    pos = list(re.finditer(r"ATOMIC_POSITIONS \((\w+)\)\s*\n((?:\s*H\s+[-\d.]+\s+[-\d.]+\s+[-\d.]+.*\n)+)", text))
+    pos = list(re.finditer(r"ATOMIC_POSITIONS \((\w+)\)\s*\n((?:\s*[A-Z][a-z]?\s+[-\d.]+\s+[-\d.]+\s+[-\d.]+.*\n)+)", text))
     if not cells or not pos:
         return None
     unit, alat, body = cells[-1].groups()
@@ -446,10 +467,11 @@ def _parse_relaxed_structure(text: str, template: Structure) -> Structure | None
     elif unit == "bohr":
         matrix *= BOHR_A
     punit, pbody = pos[-1].groups()
-    coords = np.array([[float(x) for x in line.split()[1:4]] for line in pbody.strip().splitlines()])
+    rows = [line.split() for line in pbody.strip().splitlines()]
+    coords = np.array([[float(x) for x in r[1:4]] for r in rows])
     if len(coords) != len(template) or punit != "crystal":
         return None
-    return Structure(Lattice(matrix), ["H"] * len(coords), coords)
+    return Structure(Lattice(matrix), [r[0] for r in rows], coords)
 
 
 def parse_md_frames(text: str, template: Structure) -> list[dict]:
@@ -481,12 +503,12 @@ def md(structure: Structure, temperature_k: float, nsteps: int, settings: DftSet
     """
     pseudo = pseudo or find_pseudopotential()
     start = standard_orientation(structure)
-    text = pw_md_input(start, settings, pseudo.name, temperature_k, nsteps)
+    text = pw_md_input(start, settings, {"H": pseudo.name}, temperature_k, nsteps)
     record: dict = {"step": "md", "temperature_k": temperature_k, "nsteps": nsteps,
                     "dt_fs": round(settings.md_dt_au * 4.8378e-2, 4), "pseudopotential": pseudo.to_dict(),
                     "ecutwfc_ry": settings.md_ecutwfc, "ecutrho_ry": settings.md_ecutrho,
                     "kmesh": kmesh(start.lattice, settings.md_kspacing), "pw_input": text}
-    rc, out, wall = _run_pw("md", text, pseudo, settings, workdir, keep, name, record)
+    rc, out, wall = _run_pw("md", text, {"H": pseudo}, settings, workdir, keep, name, record)
     info = parse_pw_output(out)
     record.update({k: info[k] for k in ("qe_version", "pw_timing", "error")}, exit_code=rc, wall_s=round(wall, 2))
     frames = parse_md_frames(out, start)
@@ -499,8 +521,8 @@ def md(structure: Structure, temperature_k: float, nsteps: int, settings: DftSet
     return frames, record
 
 
-def _run_pw(stem: str, text: str, pseudo: Pseudopotential, settings: DftSettings, workdir, keep: bool, name: str,
-            record: dict) -> tuple[int, str, float]:
+def _run_pw(stem: str, text: str, pseudos: Mapping[str, Pseudopotential], settings: DftSettings, workdir, keep: bool,
+            name: str, record: dict) -> tuple[int, str, float]:
     """Run pw.x on ``text`` (``stem.in`` → ``stem.out``) in its own folder, cleaned up afterwards;
     returns (exit code, output text, wall seconds)."""
     pw = find_executable("pw.x")
@@ -508,9 +530,9 @@ def _run_pw(stem: str, text: str, pseudo: Pseudopotential, settings: DftSettings
         raise DftError(name, "pw.x is not installed (apt-get install quantum-espresso)", record)
     work, own = _workdir(workdir)
     try:
-        _prepare(work, pseudo)
+        _prepare(work, pseudos)
         (work / f"{stem}.in").write_text(text)
-        return _run(pw, f"{stem}.in", f"{stem}.out", work, settings.timeout_s)
+        return _run(pw, f"{stem}.in", f"{stem}.out", work, settings.timeout_s, record)
     finally:
         _clean_up(work, own, keep)
 
@@ -523,9 +545,37 @@ def _workdir(workdir: str | Path | None) -> tuple[Path, bool]:
     return path, False
 
 
-def _prepare(work: Path, pseudo: Pseudopotential) -> None:
+def _prepare(work: Path, pseudos: Mapping[str, Pseudopotential]) -> None:
     (work / "pseudo").mkdir(exist_ok=True)
-    shutil.copyfile(pseudo.path, work / "pseudo" / pseudo.name)
+    for pseudo in pseudos.values():
+        shutil.copyfile(pseudo.path, work / "pseudo" / pseudo.name)
+
+
+def pseudopotentials(structure: Structure, settings: DftSettings, *, relax: bool = False,
+                     pseudo: Pseudopotential | None = None, name: str = "structure") -> dict[str, Pseudopotential]:
+    """The pseudopotential of every species of ``structure`` under ``settings.potentials``.
+
+    ``"pseudodojo"``: the table of :mod:`elfscreen.model.potentials` (norm-conserving, every supported
+    element). ``"hscv-h"``: pure hydrogen only, Debian's HSCV H (``relax``: the ld1.x H with a
+    projector). ``pseudo`` overrides the hydrogen file. Raises :class:`DftError` naming what is missing.
+    """
+    elements = species_of(structure)
+    try:
+        if settings.potentials == "pseudodojo":
+            found = pseudopotentials_for(elements, cache_dir() / "pseudodojo")
+        elif settings.potentials == "hscv-h":
+            others = [e for e in elements if e != "H"]
+            if others:
+                raise PseudopotentialError(", ".join(others), "the pure-hydrogen DFT settings (potentials='hscv-h') "
+                                           "handle H only; use potentials='pseudodojo' for hydrides")
+            found = {"H": pseudo or (find_relax_pseudopotential() if relax else find_pseudopotential())}
+        else:
+            raise PseudopotentialError("potentials", f"unknown potentials setting {settings.potentials!r}")
+    except PseudopotentialError as exc:
+        raise DftError(name, str(exc), {"failed_step": "pseudopotential"}) from exc
+    if pseudo is not None:
+        found["H"] = pseudo
+    return found
 
 
 def _structure_dict(structure: Structure) -> dict:
@@ -547,15 +597,17 @@ def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = Dft
     offline with Debian's QE; the record says so). Returns the relaxed structure and a record; raises :class:`DftError` (record attached)
     when pw.x fails, an SCF does not converge, or BFGS does not converge within ``relax_nstep`` steps.
     """
-    pseudo = pseudo or find_relax_pseudopotential()
+    pseudos = pseudopotentials(structure, settings, relax=True, pseudo=pseudo, name=name)
     start = standard_orientation(structure)
-    text = pw_relax_input(start, settings, pseudo.name, pressure_gpa)
-    record: dict = {"step": "vc-relax", "pressure_target_gpa": pressure_gpa, "pseudopotential": pseudo.to_dict(),
-                    "note": ("norm-conserving H with one s projector for the relaxation (no PAW H available offline; "
-                            "pw.x 6.7 vc-relax crashes with projector-free H potentials)"),
+    text = pw_relax_input(start, settings, {e: p.name for e, p in pseudos.items()}, pressure_gpa)
+    record: dict = {"step": "vc-relax", "pressure_target_gpa": pressure_gpa,
+                    "pseudopotentials": {e: p.to_dict() for e, p in pseudos.items()},
                     "ecutwfc_ry": settings.relax_ecutwfc, "ecutrho_ry": settings.relax_ecutrho,
                     "kmesh": kmesh(start.lattice, settings.relax_kspacing), "pw_input": text}
-    rc, out, wall = _run_pw("relax", text, pseudo, settings, workdir, keep, name, record)
+    if settings.potentials == "hscv-h":
+        record["note"] = ("norm-conserving H with one s projector for the relaxation (no PAW H available offline; "
+                          "pw.x 6.7 vc-relax crashes with projector-free H potentials)")
+    rc, out, wall = _run_pw("relax", text, pseudos, settings, workdir, keep, name, record)
     info = parse_pw_output(out)
     record.update(info, exit_code=rc, wall_s=round(wall, 2))
     relaxed = _parse_relaxed_structure(out, start)
@@ -578,12 +630,16 @@ def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = Dft
 
 def elf_of(structure: Structure, settings: DftSettings = DftSettings(), workdir=None, relax_pressure_gpa: float | None = None,
            *, pseudo: Pseudopotential | None = None, name: str = "structure", keep: bool = False) -> tuple[ElfGrid, dict]:
-    """The PBE ELF of ``structure`` (pure hydrogen) on QE's dense FFT grid, and a record of the run.
+    """The PBE ELF of ``structure`` on QE's dense FFT grid, and a record of the run.
 
+    Pseudopotentials follow ``settings.potentials`` (:func:`pseudopotentials`; ``pseudo`` overrides H).
     When ``relax_pressure_gpa`` is given, the structure is first relaxed there (:func:`relax`) and the
     ELF is computed for the relaxed structure (``grid.structure``; ``record["relax"]``). The grid's
     structure is the one pw.x was given (standard orientation, same fractional coordinates); values
     follow :class:`ElfGrid`'s convention. ELF from QE 6.8–7.5 is rescaled (``record["rescaled"]``).
+    With ``settings.h_dos``, projwfc.x runs on the SCF and ``record["h_dos"]`` holds the H share of the
+    DOS at the Fermi level (:func:`elfscreen.model.hdos.h_dos_from_projwfc`). ``record["cpu_s"]``:
+    CPU seconds of every QE run (relaxation included).
 
     ``workdir``: a folder to run in (kept, QE scratch removed unless ``keep``); default a temporary one,
     removed afterwards. Raises :class:`DftError` (``.record``) when a step fails or does not converge.
@@ -591,14 +647,17 @@ def elf_of(structure: Structure, settings: DftSettings = DftSettings(), workdir=
     t_start = time.monotonic()
     record: dict = {"settings": settings.to_dict()}
     try:
-        pseudo = pseudo or find_pseudopotential()
+        pseudos = pseudopotentials(structure, settings, pseudo=pseudo, name=name)
     except DftError as exc:
         exc.record = {**record, **exc.record}
         raise
-    record["pseudopotential"] = pseudo.to_dict()
+    record["pseudopotentials"] = {e: p.to_dict() for e, p in pseudos.items()}
     pw, pp = find_executable("pw.x"), find_executable("pp.x")
     if not (pw and pp):
         raise DftError(name, "pw.x/pp.x are not installed (apt-get install quantum-espresso)", record)
+    projwfc = find_executable("projwfc.x") if settings.h_dos else None
+    if settings.h_dos and not projwfc:
+        raise DftError(name, "projwfc.x is not installed (apt-get install quantum-espresso)", record)
     if relax_pressure_gpa is not None:
         try:
             structure, rrec = relax(structure, relax_pressure_gpa, settings,
@@ -606,41 +665,56 @@ def elf_of(structure: Structure, settings: DftSettings = DftSettings(), workdir=
         except DftError as exc:
             record["relax"] = exc.record
             record["failed_step"] = "vc-relax"
+            record["cpu_s"] = exc.record.get("cpu_s", 0.0)
             record["wall_s"] = round(time.monotonic() - t_start, 2)
             raise DftError(name, exc.problem, record) from exc
         record["relax"] = rrec
+        record["cpu_s"] = rrec.get("cpu_s", 0.0)
     structure = standard_orientation(structure)
     record["structure"] = _structure_dict(structure)
-    pw_in = pw_scf_input(structure, settings, pseudo.name)
+    pw_in = pw_scf_input(structure, settings, {e: p.name for e, p in pseudos.items()})
     pp_in = pp_elf_input()
     record.update(kmesh=kmesh(structure.lattice, settings.kspacing),
                   fft_grid_requested=fft_grid(structure.lattice, settings.ecutrho, settings.even_fft),
                   pw_input=pw_in, pp_input=pp_in)
     work, own = _workdir(workdir)
+
+    def fail(step: str, why: str, out: str | None = None) -> DftError:
+        record["failed_step"] = step
+        if out is not None:
+            record.setdefault(step, {})["output_tail"] = _tail(out)
+        record["wall_s"] = round(time.monotonic() - t_start, 2)
+        return DftError(name, why, record)
+
     try:
-        _prepare(work, pseudo)
+        _prepare(work, pseudos)
         (work / "pw.in").write_text(pw_in)
         (work / "pp.in").write_text(pp_in)
-        rc, out, wall = _run(pw, "pw.in", "pw.out", work, settings.timeout_s)
+        rc, out, wall = _run(pw, "pw.in", "pw.out", work, settings.timeout_s, record)
         info = parse_pw_output(out)
         record["scf"] = {**info, "exit_code": rc, "wall_s": round(wall, 2)}
         record["qe_version"] = info["qe_version"]
         if rc != 0 or not info["scf_converged"]:
-            record["failed_step"] = "scf"
-            record["scf"]["output_tail"] = _tail(out)
-            record["wall_s"] = round(time.monotonic() - t_start, 2)
             why = (f"SCF did not converge in {info['scf_iterations']} iterations (estimated accuracy "
                    f"{info['scf_accuracy_ry']} Ry)") if rc == 0 or "convergence NOT achieved" in out else \
                 f"pw.x exited with {rc}" + (f": {info['error']}" if info["error"] else "")
-            raise DftError(name, why, record)
-        rc, out, wall = _run(pp, "pp.in", "pp.out", work, settings.timeout_s)
+            raise fail("scf", why, out)
+        rc, out, wall = _run(pp, "pp.in", "pp.out", work, settings.timeout_s, record)
         record["pp"] = {"exit_code": rc, "wall_s": round(wall, 2)}
         cube = work / "elf.cube"
         if rc != 0 or not cube.exists():
-            record["failed_step"] = "pp"
-            record["pp"]["output_tail"] = _tail(out)
-            record["wall_s"] = round(time.monotonic() - t_start, 2)
-            raise DftError(name, f"pp.x exited with {rc}" + (f": {_qe_error(out)}" if _qe_error(out) else ""), record)
+            raise fail("pp", f"pp.x exited with {rc}" + (f": {_qe_error(out)}" if _qe_error(out) else ""), out)
+        if projwfc:
+            (work / "projwfc.in").write_text(projwfc_input(settings.hdos_degauss, settings.hdos_delta_e_ev))
+            rc, out, wall = _run(projwfc, "projwfc.in", "projwfc.out", work, settings.timeout_s, record)
+            record["projwfc"] = {"exit_code": rc, "wall_s": round(wall, 2)}
+            if rc != 0:
+                raise fail("projwfc", f"projwfc.x exited with {rc}" + (f": {_qe_error(out)}" if _qe_error(out) else ""), out)
+            try:
+                record["h_dos"] = h_dos_from_projwfc(work, info["fermi_energy_ev"])
+            except InputError as exc:
+                raise fail("projwfc", f"H_DOS: {exc}", out) from exc
+            record["h_dos"]["degauss_ry"] = settings.hdos_degauss
         raw = read_grid(cube, "cube")
         values = raw.values
         record["rescaled"] = needs_rescale(info["qe_version"])
@@ -650,10 +724,9 @@ def elf_of(structure: Structure, settings: DftSettings = DftSettings(), workdir=
         problems = _check_grid(grid, raw, info)
         record["elf"] = {"shape": list(grid.shape), "min": float(values.min()), "max": float(values.max()),
                          "mean": float(values.mean()), "spacing_a": [round(x, 5) for x in grid.spacing_a]}
-        record["wall_s"] = round(time.monotonic() - t_start, 2)
         if problems:
-            record["failed_step"] = "elf-check"
-            raise DftError(name, "; ".join(problems), record)
+            raise fail("elf-check", "; ".join(problems))
+        record["wall_s"] = round(time.monotonic() - t_start, 2)
         return grid, record
     finally:
         _clean_up(work, own, keep)
@@ -688,6 +761,7 @@ def with_settings(settings: DftSettings, **changes) -> DftSettings:
 
 
 __all__ = [
+    "HYDRIDE_SETTINGS",
     "DftError",
     "DftSettings",
     "Pseudopotential",
@@ -701,11 +775,13 @@ __all__ = [
     "parse_md_frames",
     "parse_pw_output",
     "pp_elf_input",
+    "pseudopotentials",
     "pw_md_input",
     "pw_relax_input",
     "pw_scf_input",
     "qe_available",
     "relax",
+    "species_of",
     "standard_orientation",
     "with_settings",
 ]

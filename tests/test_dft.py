@@ -25,6 +25,7 @@ from elfscreen.model.dft import (
     needs_rescale,
     parse_pw_output,
     pp_elf_input,
+    pseudopotentials,
     pw_scf_input,
     qe_available,
     standard_orientation,
@@ -72,7 +73,7 @@ def test_fft_grid_is_even_fft_friendly_and_not_coarser_than_qe():
 
 def test_scf_input_holds_the_settings():
     s = pa3_h2()
-    text = pw_scf_input(s, DftSettings(), "H.UPF")
+    text = pw_scf_input(s, DftSettings(), {"H": "H.UPF"})
     for needle in ("calculation = 'scf'", "ecutwfc = 100.0", "ecutrho = 800.0", "smearing = 'mv'",
                    "degauss = 0.0100", "nspin = 1", "K_POINTS automatic", "  4 4 4 0 0 0", "nr1 = 50"):
         assert needle in text
@@ -81,10 +82,12 @@ def test_scf_input_holds_the_settings():
     assert "plot_num = 8" in pp_elf_input() and "output_format = 6" in pp_elf_input()
 
 
-def test_non_hydrogen_is_refused():
-    s = Structure(Lattice.cubic(3.0), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    with pytest.raises(DftError):
-        pw_scf_input(s, DftSettings(), "H.UPF")
+def test_non_hydrogen_is_refused_by_the_pure_hydrogen_settings():
+    s = Structure(Lattice.cubic(3.0), ["S", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(DftError, match="S"):
+        pseudopotentials(s, DftSettings())
+    with pytest.raises(DftError, match="no pseudopotential given for S"):
+        pw_scf_input(s, DftSettings(), {"H": "H.UPF"})
 
 
 def test_standard_orientation_keeps_the_crystal():

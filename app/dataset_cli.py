@@ -1,0 +1,97 @@
+"""``elfscreen dataset generate|summary``: the command line over :mod:`elfscreen.model.dataset`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from elfscreen.model.dataset import FAMILIES, KINDS, GeneratorOptions, default_settings, generate, summary, summary_of
+from elfscreen.model.errors import InputError
+from elfscreen.model.prototypes import PROTOTYPES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``generate`` and ``summary`` subcommands to ``parser`` (the ``dataset`` command)."""
+    sub = parser.add_subparsers(dest="dataset_command", required=True)
+    g = sub.add_parser("generate", help="generate (or continue) a DFT ELF dataset; resumable")
+    g.add_argument("--out", required=True, help="dataset folder")
+    g.add_argument("--kind", choices=KINDS, required=True)
+    g.add_argument("--count", type=int, required=True,
+                   help="number of structures in the dataset (hydride-prototype: at most the number of prototype entries)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--relax-fraction", type=float,
+                   help="share relaxed before the ELF (default 0.2 crystal at 100 GPa, 0.5 hydride-random at its "
+                        "pressure, 0 fluid; hydride-prototype and crystal-relaxed: always)")
+    g.add_argument("--min-atoms", type=int, help="smallest cell (default 4 crystal, 32 fluid; fluid-md: the cell size, 32)")
+    g.add_argument("--max-atoms", type=int, help="largest cell (default 48 crystal, 24 hydride-random)")
+    g.add_argument("--families", help=f"crystal families, comma-separated (default all: {','.join(FAMILIES)})")
+    g.add_argument("--prototypes", help=f"hydride prototypes, comma-separated (default all: {','.join(PROTOTYPES)})")
+    g.add_argument("--exclude-prototypes", help="hydride prototypes to leave out (a leave-prototype-out split)")
+    g.add_argument("--stride", type=int, default=2, help="store every n-th grid point per axis (default 2; 1 = full)")
+    g.add_argument("--ecutwfc", type=float, help="Ry (default 100)")
+    g.add_argument("--ecutrho", type=float, help="Ry (default 800 pure H, 400 hydrides)")
+    g.add_argument("--max-new", type=int, help="stop after this many new DFT runs")
+    s = sub.add_parser("summary", help="counts of one or more dataset folders")
+    s.add_argument("dirs", nargs="+", metavar="DIR")
+    s.add_argument("--json", action="store_true",
+                   help="one JSON object over all folders: structures, by_element, relaxed, pressure_gpa, "
+                        "pseudopotentials, with_h_dos, failed, cpu_hours")
+
+
+def _names(text: str, option: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in PROTOTYPES]
+    if unknown or not names:
+        raise InputError(option, f"unknown prototypes {unknown}; use some of {', '.join(PROTOTYPES)}")
+    return names
+
+
+def _options(args: argparse.Namespace) -> GeneratorOptions:
+    opts = GeneratorOptions(stride=args.stride)
+    changes: dict = {}
+    if args.kind in ("crystal", "crystal-relaxed") and (args.min_atoms or args.max_atoms):
+        lo, hi = args.min_atoms or opts.crystal_atoms[0], args.max_atoms or opts.crystal_atoms[1]
+        changes.update(crystal_atoms=(lo, hi), crystal_small_atoms=(lo, min(hi, max(lo, opts.crystal_small_atoms[1]))))
+    if args.kind == "hydride-random" and (args.min_atoms or args.max_atoms):
+        lo, hi = args.min_atoms or opts.hydride_atoms[0], args.max_atoms or opts.hydride_atoms[1]
+        changes.update(hydride_atoms=(lo, hi), hydride_small_atoms=(lo, min(hi, max(lo, opts.hydride_small_atoms[1]))))
+    if args.kind == "fluid" and (args.min_atoms or args.max_atoms):
+        changes.update(fluid_atoms=(args.min_atoms or opts.fluid_atoms[0], args.max_atoms or opts.fluid_atoms[1]))
+    if args.kind in ("crystal", "crystal-relaxed") and args.families:
+        families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+        unknown = [f for f in families if f not in FAMILIES]
+        if unknown or not families:
+            raise InputError("--families", f"unknown crystal families {unknown}; use some of {', '.join(FAMILIES)}")
+        changes.update(crystal_families=families)
+    if args.kind == "hydride-prototype" and (args.prototypes or args.exclude_prototypes):
+        chosen = _names(args.prototypes, "--prototypes") if args.prototypes else tuple(PROTOTYPES)
+        left_out = _names(args.exclude_prototypes, "--exclude-prototypes") if args.exclude_prototypes else ()
+        changes.update(prototypes=tuple(n for n in chosen if n not in left_out))
+    if args.kind == "fluid-md" and args.min_atoms:
+        changes.update(md_atoms=args.min_atoms)
+    return replace(opts, **changes) if changes else opts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed ``dataset`` command; progress on stderr, the final counts as JSON on stdout."""
+    if args.dataset_command == "summary":
+        if args.json:
+            print(json.dumps(summary_of(args.dirs)))
+        else:
+            print(json.dumps({d: summary(d) for d in args.dirs} if len(args.dirs) > 1 else summary(args.dirs[0]), indent=2))
+        return 0
+    opts = _options(args)
+    st = default_settings(args.kind)
+    if args.ecutwfc or args.ecutrho:
+        st = replace(st, ecutwfc=args.ecutwfc or st.ecutwfc, ecutrho=args.ecutrho or st.ecutrho)
+
+    def progress(p: dict) -> None:
+        print(f"[{p['elapsed_s']:8.0f} s] {p['id']} {p['status']}: {p['message']} "
+              f"(done {p['done']}, failed {p['failed']}, skipped {p['skipped']}, todo {p['todo']})",
+              file=sys.stderr, flush=True)
+
+    counts = generate(args.out, args.kind, args.count, args.seed, args.relax_fraction, progress,
+                      settings=st, options=opts, max_new=args.max_new)
+    print(json.dumps(counts))
+    return 0

@@ -1,0 +1,80 @@
+"""H_DOS: the hydrogen share of the electronic density of states at the Fermi level.
+
+Defined as TcESTIME does (Belli et al. 2021 use it in φ_DOS = φ·H_f·H_DOS^(1/3)): the DOS at E_F
+projected on the atomic orbitals of the H atoms, over the DOS at E_F projected on every atom's orbitals
+(the sum of projections, projwfc.x's ``pdos_tot`` third column). For H3S (TcESTIME's example):
+3 × 0.0846 / 0.519 = 0.489. Energies in eV, DOS in states/eV per cell.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from elfscreen.model.errors import InputError
+
+PDOS_FILE = re.compile(r"\.pdos_atm#(\d+)\(([A-Za-z]+)\)_wfc#(\d+)\((\w+)\)$")
+
+
+def h_share(projections: list[tuple[str, float]]) -> float:
+    """Σ over H of the projected DOS at E_F / Σ over every atom. ``projections``: (element, ldos at E_F)
+    per atom and orbital. Raises :class:`InputError` when the projected DOS at E_F is zero (an insulator:
+    H_DOS is undefined there)."""
+    total = sum(v for _, v in projections)
+    if not total > 0:
+        raise InputError("pdos", "the projected DOS at the Fermi level is zero (insulator): H_DOS is undefined")
+    return sum(v for el, v in projections if el == "H") / total
+
+
+def read_pdos_fermi(text: str) -> list[tuple[str, float]]:
+    """(element, ldos at E_F) per atom and orbital from TcESTIME's ``pdos_fermi`` listing (lines
+    ``<file>.pdos_atm#N(El)_wfc#M(l):  E_F  ldos  pdos…``; the ``pdos_tot`` line is skipped)."""
+    rows = []
+    for line in text.splitlines():
+        name, _, numbers = line.partition(":")
+        m = PDOS_FILE.search(name.strip())
+        if m:
+            rows.append((m.group(2), float(numbers.split()[1])))
+    return rows
+
+
+def projwfc_input(degauss_ry: float, delta_e_ev: float, prefix: str = "elf") -> str:
+    """The projwfc.x input for the SCF in ``./tmp``: Gaussian broadening ``degauss_ry``, files ``pdos.*``."""
+    return "\n".join([
+        "&PROJWFC", f"  prefix = '{prefix}'", "  outdir = './tmp'", "  filpdos = 'pdos'",
+        "  ngauss = 0", f"  degauss = {degauss_ry:.4f}", f"  DeltaE = {delta_e_ev:.4f}", "/",
+    ]) + "\n"
+
+
+def projections_at(folder: str | Path, fermi_ev: float) -> list[tuple[str, float]]:
+    """(element, ldos at ``fermi_ev``) for every ``pdos.pdos_atm#N(El)_wfc#M(l)`` file projwfc.x wrote in
+    ``folder`` (linear interpolation in the file's energy column, eV)."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.pdos_atm#*")):
+        m = PDOS_FILE.search(path.name)
+        if not m:
+            continue
+        data = np.loadtxt(path, comments="#", ndmin=2)
+        e, ldos = data[:, 0], data[:, 1]
+        if not e[0] <= fermi_ev <= e[-1]:
+            raise InputError(path.name, f"E_F = {fermi_ev} eV lies outside the file's energies ({e[0]}–{e[-1]} eV)")
+        rows.append((m.group(2), float(np.interp(fermi_ev, e, ldos))))
+    if not rows:
+        raise InputError(str(folder), "projwfc.x wrote no projected-DOS files")
+    return rows
+
+
+def h_dos_from_projwfc(folder: str | Path, fermi_ev: float | None) -> dict:
+    """H_DOS from projwfc.x's files in ``folder`` at the Fermi energy (eV, from pw.x): ``{value,
+    fermi_ev, projected_dos_ef, h_projected_dos_ef, by_element}`` (DOS in states/eV per cell)."""
+    if fermi_ev is None:
+        raise InputError("pw.out", "pw.x printed no Fermi energy (fixed occupations?): H_DOS needs smearing")
+    rows = projections_at(folder, fermi_ev)
+    by_element: dict[str, float] = {}
+    for el, v in rows:
+        by_element[el] = by_element.get(el, 0.0) + v
+    return {"value": round(h_share(rows), 6), "fermi_ev": fermi_ev,
+            "projected_dos_ef": round(sum(by_element.values()), 6),
+            "h_projected_dos_ef": round(by_element.get("H", 0.0), 6),
+            "by_element": {k: round(v, 6) for k, v in sorted(by_element.items())}}
