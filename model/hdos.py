@@ -67,14 +67,26 @@ def projections_at(folder: str | Path, fermi_ev: float) -> list[tuple[str, float
 
 def h_dos_from_projwfc(folder: str | Path, fermi_ev: float | None) -> dict:
     """H_DOS from projwfc.x's files in ``folder`` at the Fermi energy (eV, from pw.x): ``{value,
-    fermi_ev, projected_dos_ef, h_projected_dos_ef, by_element}`` (DOS in states/eV per cell)."""
+    fermi_ev, projected_dos_ef, h_projected_dos_ef, by_element}`` and, from ``pdos_tot``,
+    ``total_dos_ef``, ``h_share_of_total_dos`` and ``spilling_ef`` (DOS in states/eV per cell)."""
     if fermi_ev is None:
         raise InputError("pw.out", "pw.x printed no Fermi energy (fixed occupations?): H_DOS needs smearing")
     rows = projections_at(folder, fermi_ev)
     by_element: dict[str, float] = {}
     for el, v in rows:
         by_element[el] = by_element.get(el, 0.0) + v
-    return {"value": round(h_share(rows), 6), "fermi_ev": fermi_ev,
-            "projected_dos_ef": round(sum(by_element.values()), 6),
-            "h_projected_dos_ef": round(by_element.get("H", 0.0), 6),
-            "by_element": {k: round(v, 6) for k, v in sorted(by_element.items())}}
+    out = {"value": round(h_share(rows), 6), "fermi_ev": fermi_ev,
+           "projected_dos_ef": round(sum(by_element.values()), 6),
+           "h_projected_dos_ef": round(by_element.get("H", 0.0), 6),
+           "by_element": {k: round(v, 6) for k, v in sorted(by_element.items())}}
+    # The projections miss what the pseudo-atomic orbitals cannot represent (e.g. Ca 3d: Ca-sp.upf has
+    # no d orbital); the total DOS shows how much (spilling), and H over the total DOS is the other bound.
+    tot = sorted(Path(folder).glob("*.pdos_tot"))
+    if tot:
+        data = np.loadtxt(tot[0], comments="#", ndmin=2)
+        total = float(np.interp(fermi_ev, data[:, 0], data[:, 1]))
+        if total > 0:
+            out["total_dos_ef"] = round(total, 6)
+            out["h_share_of_total_dos"] = round(by_element.get("H", 0.0) / total, 6)
+            out["spilling_ef"] = round(1.0 - out["projected_dos_ef"] / total, 6)
+    return out
