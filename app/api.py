@@ -30,6 +30,8 @@ from elfscreen.app import metrics
 from elfscreen.app.access import ApiError, BodyLimit, BodyTooLarge, RateLimiter, owner_of, too_large
 from elfscreen.app.config import Settings
 from elfscreen.app.dashboard import add_dashboard
+from elfscreen.app.docs_ui import add_docs_ui
+from elfscreen.app.downloads import content_disposition
 from elfscreen.app.dispatch import Sweeper, make_dispatcher, sweep
 from elfscreen.app.sandbox import Sandbox
 from elfscreen.app.submission import prepare
@@ -71,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher.close()
         store.engine.dispose()
 
-    app = FastAPI(title="elfscreen", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="elfscreen", version=__version__, lifespan=lifespan, docs_url=None,  # /docs: app.docs_ui
                   description="Screen hydrogen-rich crystals for superconductivity from the topology of their "
                               "predicted ELF. Results are the object `elfscreen screen` prints.")
     app.state.settings = settings
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_error_handlers(app, settings)
     _add_routes(app, settings)
     add_dashboard(app, settings)
+    add_docs_ui(app)
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -160,7 +163,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         if data is None:
             raise ApiError(404, "no_grid", "the grid of this job was not kept (submit with options.keep_grid = true, "
                            "or ask for it with ?recompute=true)", row["name"])
-        headers = {"Content-Disposition": f'attachment; filename="{row["name"]}.elf.cube"'}
+        headers = {"Content-Disposition": content_disposition(f"{row['name']}.elf.cube")}
         if "gzip" in request.headers.get("accept-encoding", ""):
             return Response(data, media_type="chemical/x-cube", headers={**headers, "Content-Encoding": "gzip"})
         return Response(gzip.decompress(data), media_type="chemical/x-cube", headers=headers)

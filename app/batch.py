@@ -25,26 +25,30 @@ from elfscreen.client import (
     read_file,
 )
 
+from elfscreen.app.downloads import csv_row, csv_value
 from elfscreen.model.errors import InputError
 
-CSV_COLUMNS = ("file", "index", "name", "status", "formula", "n_atoms", "spacegroup", "phi", "phi_star", "phi_1d",
-               "phi_2d", "phi_dos", "tc_k", "tc_raw_k", "tc_model", "phi_std", "tc_std_k", "error")
+CSV_COLUMNS = ("file", "index", "name", "status", "formula", "reduced_formula", "n_atoms", "spacegroup", "phi",
+               "phi_star", "phi_1d", "phi_2d", "phi_dos", "tc_k", "tc_raw_k", "tc_model", "phi_std", "tc_std_k",
+               "warnings", "error")
 NUMERIC = ("index", "n_atoms", "phi", "phi_star", "phi_1d", "phi_2d", "phi_dos", "tc_k", "tc_raw_k", "phi_std", "tc_std_k")
 RANK_KEYS = {"tc": "tc_k", "phi": "phi", "phi_star": "phi_star"}
 
 
 # --- results files -------------------------------------------------------------------------------
 def flat(record: dict) -> dict:
-    """A results line as one CSV row (:data:`CSV_COLUMNS`; Tc in K)."""
+    """A results line as one CSV row (:data:`CSV_COLUMNS`; Tc in K; warnings joined with " | ")."""
     tc = record.get("tc") or {}
     spread = record.get("uncertainty") or {}
     error = record.get("error") or {}
     return {"file": record.get("file"), "index": record.get("index"), "name": record.get("name"),
-            "status": "failed" if error else "done", "formula": record.get("formula"), "n_atoms": record.get("n_atoms"),
+            "status": "failed" if error else "done", "formula": record.get("formula"),
+            "reduced_formula": record.get("reduced_formula"), "n_atoms": record.get("n_atoms"),
             "spacegroup": record.get("spacegroup"), "phi": record.get("phi"), "phi_star": record.get("phi_star"),
             "phi_1d": record.get("phi_1d"), "phi_2d": record.get("phi_2d"), "phi_dos": record.get("phi_dos"),
             "tc_k": tc.get("value_k"), "tc_raw_k": tc.get("raw_k"), "tc_model": tc.get("model"),
-            "phi_std": spread.get("phi_std"), "tc_std_k": spread.get("tc_std_k"), "error": error.get("message")}
+            "phi_std": spread.get("phi_std"), "tc_std_k": spread.get("tc_std_k"),
+            "warnings": " | ".join(record.get("warnings") or []), "error": error.get("message")}
 
 
 class ResultWriter:
@@ -67,7 +71,7 @@ class ResultWriter:
     def write(self, outcome: Outcome) -> None:
         record = outcome.record()
         if self.csv:
-            self.rows.writerow(flat(record))
+            self.rows.writerow(csv_row(flat(record)))  # text cells escaped against spreadsheet formulas
         else:
             self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.file.flush()
@@ -86,7 +90,8 @@ def read_results(path: str) -> list[dict]:
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
     if p.suffix.lower() == ".csv":
-        return [{k: _number(v) if k in NUMERIC else v for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+        return [{k: _number(v) if k in NUMERIC else csv_value(v or "") for k, v in row.items()}
+                for row in csv.DictReader(text.splitlines())]
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -303,13 +308,14 @@ def rank(path: str, by: str, top: int | None) -> int:
     if not ranked:
         print(f"elfscreen: error: {path}: nothing to rank", file=sys.stderr)
         return 1
-    table = [("#", "structure", "formula", "spacegroup", "phi", "phi*", "Tc (K)")]
+    table = [("#", "structure", "formula", "spacegroup", "phi", "phi*", "Tc (K)", "warnings")]
     for n, r in enumerate(ranked[:top] if top else ranked, 1):
-        table.append((str(n), str(r["name"]), str(r["formula"]), str(r["spacegroup"]), _fixed(r["phi"], 4),
-                      _fixed(r["phi_star"], 4), _fixed(r["tc_k"], 1)))
+        table.append((str(n), str(r["name"]), str(r.get("reduced_formula") or r["formula"]), str(r["spacegroup"]),
+                      _fixed(r["phi"], 4), _fixed(r["phi_star"], 4), _fixed(r["tc_k"], 1), r.get("warnings") or "-"))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) if i in (1, 2, 3) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    for row in table:  # the warnings, last, are not padded
+        cells = [cell.ljust(w) if i in (1, 2, 3) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row[:-1], widths))]
+        print("  ".join([*cells, row[-1]]))
     return 0
 
 

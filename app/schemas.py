@@ -137,7 +137,8 @@ class ResultRow(BaseModel):
     cached: bool
     created_at: datetime
     finished_at: datetime | None = None
-    formula: str | None = None
+    formula: str | None = Field(None, description="the cell's formula, e.g. H6S2")
+    reduced_formula: str | None = Field(None, description="per formula unit, e.g. H3S")
     spacegroup: str | None = None
     n_atoms: int | None = None
     volume_per_atom_a3: float | None = None

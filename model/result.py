@@ -53,7 +53,8 @@ class Provenance(BaseModel):
 class ScreeningResult(BaseModel):
     schema_version: str = SCHEMA_VERSION
     name: str
-    formula: str
+    formula: str = Field(description="the cell's formula, every atom counted, e.g. 'H6S2'")
+    reduced_formula: str = Field(description="the formula per formula unit, e.g. 'H3S'")
     n_atoms: int
     n_h: int
     spacegroup: str
@@ -91,6 +92,7 @@ def build_result(name: str, structure: Structure, topology: Topology, tc: TcEsti
     return ScreeningResult(
         name=name,
         formula=structure.composition.formula.replace(" ", ""),
+        reduced_formula=structure.composition.reduced_formula,
         n_atoms=len(structure),
         n_h=topology.n_h,
         spacegroup=spacegroup_symbol(structure),

@@ -212,7 +212,7 @@ def test_table_sorts_filters_and_plots(watched, server, done):
     page.wait_for_function("() => document.querySelectorAll('#results tbody tr[data-status=done]').length === 4")
     rows = httpx.get(f"{server}/v1/results").json()["items"]
     assert sorted(table_values(page, "name")) == sorted(r["name"] for r in rows)
-    assert table_values(page, "formula") == [r["formula"] for r in rows]  # submission order until sorted
+    assert table_values(page, "reduced_formula") == [r["reduced_formula"] for r in rows]  # submission order until sorted
 
     page.click("#results th[data-key=phi] button")
     assert page.get_attribute("#results th[data-key=phi]", "aria-sort") == "ascending"
@@ -239,7 +239,7 @@ def test_table_sorts_filters_and_plots(watched, server, done):
     assert sum(page.eval_on_selector_all("#histogram rect.bar", "bars => bars.map(b => Number(b.dataset.count))")) == 4
 
     page.fill("#f-text", "h_")  # the names of the chains and the hcp cell
-    assert sorted(table_values(page, "formula")) == ["H2", "H2"]
+    assert sorted(table_values(page, "reduced_formula")) == ["H2", "H2"]
     assert page.locator("#scatter circle.point").count() == 2
     watched.screenshot("dashboard-overview.png")
     page.fill("#f-text", "")
@@ -272,7 +272,7 @@ def test_structure_page_draws_crystal_isosurface_slice_and_downloads(watched, se
     page.wait_for_function("() => Number(document.getElementById('view3d').dataset.triangles) > 0 && "
                            "Number(document.getElementById('view3d').dataset.frames) > 0")
     assert page.input_value("#permalink") == f"{server}/ui/screenings/{job['id']}"
-    assert job["result"]["formula"] in page.inner_text("#title")
+    assert job["result"]["reduced_formula"] in page.inner_text("#title")
     _, ink = painted(page, "#slice")
     assert ink.mean() > 0.3
     pixels, ink = painted(page, ".view3d")
@@ -304,6 +304,21 @@ def test_structure_page_of_an_unknown_job_says_so(watched, server):
     page.wait_for_selector("#error:not([hidden])")
     assert "no screening job nope" in page.inner_text("#error")
     assert [p for p in watched.problems if "404" not in p] == []  # the browser logs the 404 itself
+
+
+def test_api_docs_render_offline(watched, server):
+    """/docs draws every operation from the server's own files (Swagger UI of the swagger-ui-bundle
+    package): the browser here has no internet, and `watched` fails on any request elsewhere, console
+    error or CSP violation."""
+    page = watched.page
+    page.goto(f"{server}/docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    operations = sum(len([m for m in ops if m in ("get", "post", "put", "patch", "delete")]) for ops in paths.values())
+    assert page.locator(".opblock").count() == operations > 5
+    assert "default-src 'self'" in httpx.get(f"{server}/docs").headers["content-security-policy"]
+    watched.screenshot("api-docs.png")
+    watched.check()
 
 
 def test_ui_is_served_without_external_resources(server):

@@ -193,3 +193,43 @@ def test_pages_are_open_and_data_needs_the_key(tmp_path):
         assert c.get("/ui/screenings/anything").status_code == 200
         assert c.get("/v1/batches").status_code == 401
         assert c.get("/v1/batches", headers={"X-API-Key": "secret"}).json()["total"] == 0
+
+
+HOSTILE_NAMES = ["=HYPERLINK(\"http://x\",\"y\")", "../../etc/passwd", 'a.cif"; filename="evil.sh', "水素化物 H₃S",
+                 "+1-2", "@SUM(A1)", "-3+cmd|' /C calc'!A0", "\tTAB"]
+
+
+def test_download_names_and_csv_cells_are_safe_for_hostile_names(client):
+    """Structure names come from uploads: every download route gives a Content-Disposition that names
+    one plain file (ASCII ``filename=`` and RFC 5987 ``filename*=``, no path, no second parameter, no 500
+    for non-latin-1), and no CSV cell starts a spreadsheet formula."""
+    import re
+    from urllib.parse import unquote
+
+    s = structures()["h4_tet"].to(fmt="poscar")
+    r = client.post("/v1/screenings", json={"structures": [{"name": n, "format": "poscar", "content": s} for n in HOSTILE_NAMES],
+                                            "options": {**OPTIONS, "keep_grid": True}})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    wait_for(lambda: client.get(f"/v1/batches/{body['batch_id']}").json(), lambda b: b["finished"], 180)
+    # the whole header: one quoted ASCII name without quotes or separators, one percent-encoded UTF-8 name
+    form = re.compile(r"attachment; filename=\"([A-Za-z0-9._-]+)\"; filename\*=UTF-8''([A-Za-z0-9%._~-]+)")
+    full_names = {}
+    for job in body["jobs"]:
+        for route, ext in (("result.json", ".json"), ("result.csv", ".csv"), ("elf.cube", ".elf.cube")):
+            got = client.get(f"/v1/screenings/{job['id']}/{route}")
+            assert got.status_code == 200, (job["name"], route, got.text)
+            match = form.fullmatch(got.headers["content-disposition"])
+            assert match, got.headers["content-disposition"]
+            ascii_name, full = match[1], unquote(match[2])
+            for name in (ascii_name, full):
+                assert name.endswith(ext) and not name.startswith(".") and not {"/", "\\", '"', ";"} & set(name), name
+            full_names[job["name"], ext] = full
+    assert full_names["../../etc/passwd", ".json"] == "passwd.json"
+    assert full_names["水素化物 H₃S", ".elf.cube"] == "水素化物 H₃S.elf.cube"  # the Unicode name survives in filename*
+    text = client.get("/v1/results.csv", params={"batch_id": body["batch_id"]}).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for row in rows:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), value
+    assert sorted(row["name"] for row in rows) == sorted("'" + n if n[0] in "=+-@\t" else n for n in HOSTILE_NAMES)

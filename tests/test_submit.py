@@ -3,6 +3,7 @@ structure search: pyxtal crystals as CIF/POSCAR, AIRSS ``.res`` concatenations, 
 broken file; against a live ``elfscreen serve`` and embedded."""
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -111,7 +112,7 @@ def test_submit_embedded_globs_to_csv_then_rank(tmp_path):
     assert header.startswith("file,index,name,status,formula") and len(rows) == 4
     proc = run("rank", str(out), "--by", "tc")
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 5, proc.stderr
-    tcs = [float(row.split()[-1]) for row in proc.stdout.splitlines()[1:]]
+    tcs = [float(row.split()[6]) for row in proc.stdout.splitlines()[1:]]  # then the warnings
     assert tcs == sorted(tcs, reverse=True)
 
 
@@ -174,3 +175,43 @@ def test_watch_screens_each_file_once_when_complete(server, tmp_path):
     assert {r["name"]: "error" in r for r in new} == {str(root / "gen2.res"): False, str(root / "bad.cif"): True}
     state = [json.loads(line)["file"] for line in (root / ".elfscreen-watch.jsonl").read_text().splitlines()]
     assert sorted(state) == ["bad.cif", "gen1/POSCAR_b", "gen1/a.cif", "gen2.res"]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class _Record:
+    """What ResultWriter needs of an outcome: its results line."""
+
+    def __init__(self, record: dict):
+        self.record = lambda: record
+
+
+def test_csv_escapes_formulas_and_rank_shows_reduced_formula_and_warnings(tmp_path, capsys):
+    from elfscreen.app.batch import ResultWriter, rank, read_results
+
+    records = [{"file": "=cmd|' /C calc'!A0.cif", "index": None, "name": "-2+3", "formula": "H6S2", "reduced_formula": "H3S",
+                "spacegroup": "Im-3m", "phi": 0.7, "phi_star": 0.7, "tc": {"value_k": 200.0, "raw_k": 200.0, "model": "belli2021"},
+                "warnings": ["species S are ignored by the descriptor", "@odd"]},
+               {"file": "b.cif", "index": None, "name": "b", "formula": "H8", "reduced_formula": "H2", "spacegroup": "Pa-3",
+                "phi": 0.3, "phi_star": 0.9, "tc": {"value_k": 0.0, "raw_k": -10.0, "model": "belli2021"}, "warnings": []}]
+    out = tmp_path / "r.csv"
+    writer = ResultWriter(str(out))
+    for record in records:
+        writer.write(_Record(record))
+    writer.close()
+    rows = list(csv.reader(io.StringIO(out.read_text())))[1:]
+    text_cells = [c for row in rows for c in row if not _is_number(c)]
+    assert not [c for c in text_cells if c.startswith(("=", "+", "-", "@"))], text_cells
+    back = read_results(str(out))  # the escaping is undone on reading
+    assert [r["file"] for r in back] == ["=cmd|' /C calc'!A0.cif", "b.cif"] and back[0]["name"] == "-2+3"
+    assert back[1]["tc_raw_k"] == -10.0  # numbers are not escaped
+    assert rank(str(out), "tc", None) == 0
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.split()[-1] == "warnings" and first.split()[2] == "H3S" and second.split()[2] == "H2"
+    assert first.endswith("species S are ignored by the descriptor | @odd") and second.endswith("-")

@@ -3,8 +3,6 @@ progress, flat result rows, and per job the result as a file, the crystal, an EL
 isosurface. Access rules are the API's: a caller sees only its own jobs (``app.access``)."""
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -12,6 +10,7 @@ from elfscreen.app.access import ApiError, owner_of
 from elfscreen.app.config import Settings
 from elfscreen.app.dashboard import queries, views
 from elfscreen.app.dashboard.rows import result_row, to_csv
+from elfscreen.app.downloads import content_disposition
 from elfscreen.app.links import base_url, batch_links
 from elfscreen.app.schemas import (
     BatchPage,
@@ -126,7 +125,7 @@ def _finished(request: Request, job_id: str, settings: Settings) -> dict:
 
 
 def _attachment(filename: str) -> dict[str, str]:
-    return {"Content-Disposition": f'attachment; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", filename)}"'}
+    return {"Content-Disposition": content_disposition(filename)}
 
 
 def _file(text: str, media_type: str, filename: str) -> Response:

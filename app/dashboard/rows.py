@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
+from elfscreen.app.downloads import csv_row
 from elfscreen.app.schemas import ResultRow, timestamp
 
 
@@ -15,7 +16,7 @@ def result_row(row: dict, base: str) -> ResultRow:
     return ResultRow(
         id=row["id"], batch_id=row["batch_id"], name=row["name"], status=row["status"], cached=row["cached"],
         created_at=timestamp(row["created_at"]), finished_at=timestamp(row["finished_at"]),
-        formula=result.get("formula"), spacegroup=result.get("spacegroup"), n_atoms=result.get("n_atoms"),
+        formula=result.get("formula"), reduced_formula=result.get("reduced_formula"), spacegroup=result.get("spacegroup"), n_atoms=result.get("n_atoms"),
         volume_per_atom_a3=result.get("volume_per_atom_a3"),
         phi=result.get("phi"), phi_star=result.get("phi_star"), phi_1d=result.get("phi_1d"),
         phi_2d=result.get("phi_2d"), phi_dos=result.get("phi_dos"), h_fraction=result.get("h_fraction"),
@@ -27,12 +28,13 @@ def result_row(row: dict, base: str) -> ResultRow:
 
 
 def to_csv(rows: list[ResultRow]) -> str:
-    """The rows as CSV, one column per field (warnings joined with " | "), numbers unrounded."""
+    """The rows as CSV, one column per field (warnings joined with " | "), numbers unrounded, text
+    cells escaped against spreadsheet formulas (:func:`~elfscreen.app.downloads.csv_cell`)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(ResultRow.model_fields), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         record = row.model_dump(mode="json")
         record["warnings"] = " | ".join(record["warnings"])
-        writer.writerow(record)
+        writer.writerow(csv_row(record))
     return out.getvalue()

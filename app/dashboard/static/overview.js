@@ -93,7 +93,7 @@ function drawPlots(shown) {
   }
   const points = shown.filter((r) => r.phi !== null && r.tc_k !== null).map((r) => ({
     id: r.id, x: r.phi, y: r.tc_k, dx: r.phi_std, dy: r.tc_std_k,
-    label: `${r.name} (${r.formula}, ${r.spacegroup}): φ = ${fmt(r.phi)} ± ${fmt(r.phi_std)}, Tc = ${fmt(r.tc_k, 0)} ± ${fmt(r.tc_std_k, 0)} K`,
+    label: `${r.name} (${r.reduced_formula}, ${r.spacegroup}): φ = ${fmt(r.phi)} ± ${fmt(r.phi_std)}, Tc = ${fmt(r.tc_k, 0)} ± ${fmt(r.tc_std_k, 0)} K`,
   }));
   scatter($('scatter'), points, {
     xRange: [0, 1], yRange: niceRange(points.map((p) => p.y), 0), xLabel: 'φ (networking value)', yLabel: 'Tc (K)',
@@ -110,7 +110,7 @@ function readFilter() {
   const phiMax = number('f-phi-max');
   const tcMin = number('f-tc-min');
   const warned = $('f-warnings').checked;
-  table.filter = (r) => (!text || [r.name, r.formula, r.spacegroup].some((s) => s && s.toLowerCase().includes(text)))
+  table.filter = (r) => (!text || [r.name, r.reduced_formula, r.formula, r.spacegroup].some((s) => s && s.toLowerCase().includes(text)))
     && (!status || r.status === status)
     && (phiMin === null || (r.phi !== null && r.phi >= phiMin))
     && (phiMax === null || (r.phi !== null && r.phi <= phiMax))

@@ -20,7 +20,7 @@ poll(async () => {
 
 function showHeader(job) {
   const r = job.result;
-  $('title').textContent = r ? `${job.name} — ${r.formula}, ${r.spacegroup}` : job.name;
+  $('title').textContent = r ? `${job.name} — ${r.reduced_formula}, ${r.spacegroup}` : job.name;
   document.title = `elfscreen — ${job.name}`;
   const parts = [`${job.status}`, `submitted ${when(job.created_at)}`];
   if (job.finished_at) parts.push(`finished ${when(job.finished_at)}`);

@@ -5,7 +5,7 @@ import { el, fmt } from './common.js';
 export const COLUMNS = [
   { key: 'name', label: 'Name', text: true },
   { key: 'status', label: 'Status', text: true },
-  { key: 'formula', label: 'Formula', text: true },
+  { key: 'reduced_formula', label: 'Formula', text: true, title: 'per formula unit (the cell’s formula is in the CSV)' },
   { key: 'spacegroup', label: 'Space group', text: true },
   { key: 'phi', label: 'φ', digits: 3, title: 'networking value' },
   { key: 'phi_star', label: 'φ*', digits: 3, title: 'molecularity index' },
