@@ -102,9 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="analyses of a predicted ELF against DFT (residual: the paper's Fig. 2)",
                         description="Analyses of a model's ELF against a DFT reference.")
-    from elfscreen.model import residual
-
-    residual.add_arguments(an)
+    _add_residual_arguments(an)
 
     sv = sub.add_parser("serve", help="run the HTTP screening service (in-process jobs, or Celery when ELFSCREEN_BROKER_URL is set)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -300,10 +298,42 @@ def _load_data(folders):
         raise InputError(str(folders[0]), str(exc)) from exc
 
 
-def _analyze(args) -> int:
-    from elfscreen.model import residual
+def _add_residual_arguments(parser: argparse.ArgumentParser) -> None:
+    """``elfscreen analyze residual`` (the analysis: :mod:`elfscreen.model.residual`)."""
+    from elfscreen.model.residual import DEFAULT_EPS, PLATEAU_FRACTION
 
-    return residual.run_args(args)
+    sub = parser.add_subparsers(dest="analysis", required=True)
+    r = sub.add_parser("residual", help="logit-space band-limited Fourier analysis of the prediction residual (paper Fig. 2)",
+                       description="Predict the ELF on exactly the grid of a DFT reference, form the residual in ELF and "
+                                   "logit space, fit it with a band-limited Fourier series for each k_max of a scan and "
+                                   "write DIR/residual.json and the PNG panels of the paper's Fig. 2 (A–I).")
+    r.add_argument("--dft", required=True, metavar="REF", help="reference ELF grid (cube or ELFCAR, .gz accepted; or an elfscreen dataset .npz)")
+    r.add_argument("--model", help="ELF model checkpoint (default: the one shipped with elfscreen)")
+    r.add_argument("--pred", metavar="GRID", help="use this predicted ELF grid (same grid as REF) instead of a model")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--slice", metavar="AXIS=FRAC", help="analyse the grid plane nearest AXIS=FRAC, AXIS in x|y|z "
+                                                            "(= lattice vector a|b|c), FRAC fractional (default z=0.0)")
+    where.add_argument("--volume", action="store_true", help="fit the whole 3D grid instead of one plane")
+    r.add_argument("--kmax-scan", default="0:40", help="k_max values, START:STOP[:STEP] inclusive or a,b,c "
+                                                       "(dimensionless |k|·L; default 0:40)")
+    r.add_argument("--eps", type=float, default=DEFAULT_EPS, help=f"clip ELF to [ε, 1−ε] before the logit (default {DEFAULT_EPS:g})")
+    r.add_argument("--plateau-fraction", type=float, default=PLATEAU_FRACTION,
+                   help=f"plateau k_max: the smallest k_max reaching this share of the largest MAE gain (default {PLATEAU_FRACTION:g})")
+    r.add_argument("--format", choices=["cube", "elfcar", "npz"], help="format of REF (default: from the name)")
+    r.add_argument("--rescale-qe", action="store_true", help="rescale a REF written by Quantum ESPRESSO 6.8–7.5")
+    r.add_argument("--device", help="torch device (default: cuda when present)")
+    r.add_argument("--no-figures", action="store_true", help="write residual.json only")
+    r.add_argument("--out", required=True, metavar="DIR", help="folder for residual.json and the figures")
+
+
+def _analyze(args) -> int:
+    from elfscreen.model.residual import json_ready, run
+
+    summary = run(args.dft, args.model, slice=args.slice, volume=args.volume, kmax_scan=args.kmax_scan,
+                  out_dir=args.out, prediction_path=args.pred, fmt=args.format, rescale_qe=args.rescale_qe,
+                  device=args.device, eps=args.eps, plateau_fraction=args.plateau_fraction, figures=not args.no_figures)
+    _print(json_ready(summary), 2)
+    return 0
 
 
 def _serve(args) -> int:

@@ -23,7 +23,8 @@ import numpy as np
 
 from elfscreen.model.dataset import read_manifest
 from elfscreen.model.pipeline import load_model
-from elfscreen.model.residual import plateau_of, run, write_comparison
+from elfscreen.model.plots.residual import write_comparison
+from elfscreen.model.residual import plateau_of, run
 
 QUANTITIES = {  # summary key → (where in residual.json, label)
     "baseline_mae": (("baseline", "mae"), "baseline MAE"),

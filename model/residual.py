@@ -1,5 +1,7 @@
 """Residual analysis of a predicted ELF against a DFT reference: the logit-space band-limited Fourier
-correction of the paper (its Eqs. 6–9 and Fig. 2), as pure functions plus a report writer.
+correction of the paper (its Eqs. 6–9 and Fig. 2), as pure functions plus a report writer
+(``residual.json``; the figures are drawn by :mod:`elfscreen.model.plots.residual`, the command is
+``elfscreen analyze residual`` in :mod:`elfscreen.app.cli`).
 
 Conventions (used by every function here and in ``residual.json``):
 
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,22 +61,9 @@ DEFAULT_KMAX_SCAN = (0, 40)
 ELF_BINS = 20
 SCHEMA = "elfscreen.residual/1"
 AXIS_NAMES = {"x": 0, "y": 1, "z": 2, "a": 0, "b": 1, "c": 2}
-_LABEL = ("a", "b", "c")
+AXIS_LABELS = ("a", "b", "c")  # lattice vector of each grid axis
 _TOL = 1e-9  # k_max units: a shell at |k|·L = k_max ± 1e-9 counts as on the cutoff (excluded)
 
-FIGURES = {
-    "A": "fig2A_reference_elf.png",
-    "B": "fig2B_residual.png",
-    "C": "fig2C_residual_spectrum_2d.png",
-    "D": "fig2D_radial_amplitude.png",
-    "E": "fig2E_delta_mae_vs_kmax.png",
-    "F": "fig2F_fraction_vs_kmax.png",
-    "G": "fig2G_correction_vs_elf.png",
-    "H": "fig2H_weight_map_logit.png",
-    "I": "fig2I_weight_map_elf.png",
-    "S3": "figS3_corrected_residual.png",
-    "overview": "fig2_overview.png",
-}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,7 +264,7 @@ def _domain(reference: ElfGrid, predicted, mode: str, slice_axis: int, slice_ind
         raise InputError("--slice", f"slice axis must be 0, 1 or 2, got {slice_axis}")
     n = ref.shape[slice_axis]
     if not -n <= slice_index < n:
-        raise InputError("--slice", f"plane index {slice_index} is outside the grid's {n} planes along {_LABEL[slice_axis]}")
+        raise InputError("--slice", f"plane index {slice_index} is outside the grid's {n} planes along {AXIS_LABELS[slice_axis]}")
     slice_index %= n
     lattice = reference.structure.lattice.matrix
     vectors = cell_vectors(lattice, mode, slice_axis)
@@ -347,7 +335,7 @@ def analyze_residual(reference: ElfGrid, predicted: np.ndarray, kmax_values: Ite
     plateau = plateau_of(rows, plateau_fraction)
     k_dist = plateau["k_max"] if plateau["k_max"] is not None else ks[-1]
     u_lr, u_tot, y_corr = _correction(y_loc, u_loc, spectrum, kappa, k_dist, shape)
-    axis_name = _LABEL[slice_axis]
+    axis_name = AXIS_LABELS[slice_axis]
     result = {
         "schema": SCHEMA,
         "elfscreen_version": __version__,
@@ -373,7 +361,7 @@ def analyze_residual(reference: ElfGrid, predicted: np.ndarray, kmax_values: Ite
                      "logit_residual": radial_spectrum(u_loc - u_ref, vectors)},
         "distribution": distribution_vs_elf(y_ref, y_loc, u_lr, u_tot, y_corr, k_dist, elf_bins),
     }
-    return _clean(result)
+    return json_ready(result)
 
 
 def _validated(values) -> list:
@@ -416,7 +404,7 @@ def distribution_vs_elf(y_ref, y_loc, u_lr, u_tot, y_corr, k_max, bins: int = EL
     y_ref = np.ravel(y_ref)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(y_ref, edges) - 1, 0, bins - 1)
-    w_logit = _weight(u_lr, u_tot).ravel()
+    w_logit = correction_weight(u_lr, u_tot).ravel()
     dy = np.abs(np.ravel(y_corr) - np.ravel(y_loc))
     w_elf = 100.0 * dy / np.maximum(np.ravel(y_corr), 1e-300)
     cols = {k: [] for k in ("count", "mean_abs_u_lr", "weight_logit_pct_median", "weight_logit_pct_mean",
@@ -434,17 +422,17 @@ def distribution_vs_elf(y_ref, y_loc, u_lr, u_tot, y_corr, k_max, bins: int = EL
     return {"k_max": k_max, "elf_bin_edges": edges.tolist(), **cols}
 
 
-def _weight(u_lr, u_tot) -> np.ndarray:
+def correction_weight(u_lr, u_tot) -> np.ndarray:
     """Pointwise ``100·|u_lr|/|u_tot|`` (%); capped at 1e6 % where ``u_tot`` vanishes."""
     return np.minimum(100.0 * np.abs(u_lr) / np.maximum(np.abs(u_tot), 1e-300), 1e6)
 
 
-def _clean(obj):
+def json_ready(obj):
     """Replace NaN/inf by None and numpy scalars by Python ones, so ``json.dumps(allow_nan=False)`` works."""
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {k: json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_ready(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         v = float(obj)
         return v if math.isfinite(v) else None
@@ -479,281 +467,17 @@ def fields_at(result: dict, reference: ElfGrid, predicted: np.ndarray, k_max: fl
 def write_report(result: dict, out_dir: str | Path, reference: ElfGrid, predicted: np.ndarray,
                  figures: bool = True, overview: bool = True, dpi: int = 110) -> list[Path]:
     """Write ``out_dir/residual.json`` and (``figures``) the PNG panels of the paper's Fig. 2 (A–I),
-    the corrected-residual map (Fig. S3 style) and, with ``overview``, all panels in one PNG.
-    Returns the written paths."""
+    the corrected-residual map (Fig. S3 style) and, with ``overview``, all panels in one PNG
+    (:func:`elfscreen.model.plots.residual.write_figures`). Returns the written paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "residual.json"
-    path.write_text(json.dumps(_clean(result), indent=2, allow_nan=False))
+    path.write_text(json.dumps(json_ready(result), indent=2, allow_nan=False))
     written = [path]
     if figures:
+        from elfscreen.model.plots.residual import write_figures  # matplotlib only when figures are asked for
+
         written += write_figures(result, out, reference, predicted, overview=overview, dpi=dpi)
-    return written
-
-
-def _plane_frame(vectors: np.ndarray) -> np.ndarray:
-    """2×2 rows: the two in-plane cell vectors in an in-plane Cartesian frame (x along the first), Å."""
-    u, v = np.asarray(vectors, dtype=float)
-    e1 = u / np.linalg.norm(u)
-    v_perp = v - (v @ e1) * e1
-    e2 = v_perp / np.linalg.norm(v_perp)
-    return np.array([[np.linalg.norm(u), 0.0], [v @ e1, v @ e2]])
-
-
-def _mesh(frame: np.ndarray, shape, centres) -> tuple[np.ndarray, np.ndarray]:
-    """Corner coordinates (X, Y) of pixels centred on ``centres[a] · frame_row_a``."""
-    c0 = np.concatenate([centres[0] - 0.5 * _step(centres[0]), [centres[0][-1] + 0.5 * _step(centres[0])]])
-    c1 = np.concatenate([centres[1] - 0.5 * _step(centres[1]), [centres[1][-1] + 0.5 * _step(centres[1])]])
-    f0, f1 = np.meshgrid(c0, c1, indexing="ij")
-    xy = f0[..., None] * frame[0] + f1[..., None] * frame[1]
-    return xy[..., 0], xy[..., 1]
-
-
-def _step(c):
-    return (c[1] - c[0]) if len(c) > 1 else 1.0
-
-
-def _real_mesh(vectors, shape):
-    frame = _plane_frame(vectors)
-    return _mesh(frame, shape, [np.arange(n) / n for n in shape])
-
-
-def _plane_axes(ax, result):
-    axis = result["plane"]["axis_index"]
-    p, q = [_LABEL[a] for a in range(3) if a != axis]
-    ax.set_xlabel(f"x along {p} (Å)")
-    ax.set_ylabel(f"y ⊥ {p}, in the {p}{q} plane (Å)")
-    ax.set_aspect("equal")
-
-
-def _plane_title(result) -> str:
-    pl = result["plane"]
-    return f"plane {pl['axis']} = {pl['frac']:.3f} (index {pl['index']})"
-
-
-def _colorbar(fig, mappable, ax, label):
-    cb = fig.colorbar(mappable, ax=ax, shrink=0.85)
-    cb.set_label(label)
-    return cb
-
-
-def _panel_A(fig, ax, result, f):
-    X, Y = _real_mesh(f["vectors"], f["y_ref"].shape)
-    m = ax.pcolormesh(X, Y, f["y_ref"], cmap="coolwarm", vmin=0, vmax=1, shading="flat")
-    _colorbar(fig, m, ax, "ELF (reference)")
-    _plane_axes(ax, result)
-    ax.set_title(f"A  Reference ELF, {_plane_title(result)}", fontsize=9)
-
-
-def _residual_limit(r) -> float:
-    hi = float(np.percentile(np.abs(r), 99)) if r.size else 0.0
-    return max(0.2, hi)
-
-
-def _panel_B(fig, ax, result, f, corrected: bool = False):
-    r = (f["y_corr"] if corrected else f["y_loc"]) - f["y_ref"]
-    lim = _residual_limit(f["y_loc"] - f["y_ref"])
-    X, Y = _real_mesh(f["vectors"], r.shape)
-    m = ax.pcolormesh(X, Y, r, cmap="bwr", vmin=-lim, vmax=lim, shading="flat")
-    _colorbar(fig, m, ax, "ELF predicted − reference")
-    _plane_axes(ax, result)
-    if corrected:
-        ax.set_title(f"S3  Residual after the k_max = {f['k_max']:g} correction\nMAE {np.abs(r).mean():.4f}", fontsize=9)
-    else:
-        ax.set_title(f"B  Residual (local model − DFT)\nMAE {np.abs(r).mean():.4f}, RMSE {np.sqrt((r**2).mean()):.4f}",
-                     fontsize=9)
-
-
-def _panel_C(fig, ax, result, f):
-    from matplotlib.colors import LogNorm
-
-    r = f["y_loc"] - f["y_ref"]
-    amp = np.fft.fftshift(np.abs(np.fft.fft2(r)) / r.size)
-    freqs = [np.fft.fftshift(np.fft.fftfreq(n, 1.0 / n)) for n in r.shape]
-    recip = np.linalg.inv(_plane_frame(f["vectors"])).T  # rows: 2D reciprocal vectors (1/Å, no 2π)
-    X, Y = _mesh(recip, r.shape, freqs)
-    positive = amp[amp > 0]
-    lo = max(float(positive.min()) if positive.size else 1e-12, float(amp.max()) * 1e-6, 1e-300)
-    m = ax.pcolormesh(X, Y, np.maximum(amp, lo), cmap="magma", norm=LogNorm(vmin=lo, vmax=max(float(amp.max()), lo * 10)),
-                      shading="flat")
-    _colorbar(fig, m, ax, "|FFT| / N (ELF units)")
-    k_plateau = result["plateau"]["k_max"]
-    if k_plateau:
-        L = result["k_units"]["L_A"]  # k_cut (1/Å) = k_max / L of the analysed domain
-        t = np.linspace(0, 2 * np.pi, 200)
-        rad = k_plateau / L
-        ax.plot(rad * np.cos(t), rad * np.sin(t), "c--", lw=1, label=f"plateau k_max = {k_plateau:g}")
-        ax.legend(fontsize=7, loc="upper right")
-    ax.set_xlabel("k_x (1/Å, |k| = |G|/2π)")
-    ax.set_ylabel("k_y (1/Å)")
-    ax.set_aspect("equal")
-    ax.set_title("C  2D Fourier amplitude of the ELF residual\n(Γ at the centre)", fontsize=9)
-
-
-def _panel_D(fig, ax, result):
-    spec = result["spectrum"]
-    L = result["k_units"]["L_A"]
-    for key, label, style in (("elf_residual", "ELF residual (ELF units)", "o-"),
-                              ("logit_residual", "logit residual (logit units)", "s--")):
-        s = spec[key]
-        amp = np.array([a if a is not None else np.nan for a in s["amplitude"]], float)
-        ok = amp > 0
-        ax.semilogy(np.array(s["kappa"])[ok], amp[ok], style, ms=3, lw=1, label=label)
-    ax.set_xlabel(f"|k|·L  (L = {L:.2f} Å; k_max units)")
-    ax.set_ylabel("radially averaged |FFT| / N")
-    sec = ax.secondary_xaxis("top", functions=(lambda x: x / L, lambda x: x * L))
-    sec.set_xlabel("|k| (1/Å)", fontsize=8)
-    ax.legend(fontsize=7)
-    ax.set_title("D  Radial amplitude of the residual", fontsize=9)
-
-
-def _scan(result, key):
-    rows = result["per_kmax"]
-    return np.array([r["k_max"] for r in rows], float), np.array([np.nan if r[key] is None else r[key] for r in rows], float)
-
-
-def _panel_E(fig, ax, results: dict):
-    for label, res in results.items():
-        k, d = _scan(res, "delta_mae")
-        line, = ax.plot(k, d, "o-", ms=3, lw=1, label=f"ΔMAE {label}".strip())
-        _, dr = _scan(res, "delta_rmse")
-        ax.plot(k, dr, "--", lw=0.8, color=line.get_color(), label=f"ΔRMSE {label}".strip())
-        kp = res["plateau"]["k_max"]
-        if kp is not None:
-            ax.axvline(kp, color=line.get_color(), ls=":", lw=1)
-            ax.annotate(f"plateau {kp:g}", (kp, res["plateau"]["delta_mae"]), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("Fourier cutoff k_max (|k|·L)")
-    ax.set_ylabel("change of error vs local model (ELF)")
-    ax.legend(fontsize=7)
-    ax.set_title(f"E  ΔMAE, ΔRMSE vs k_max (plateau: {PLATEAU_FRACTION:.0%} of max gain)", fontsize=9)
-
-
-def _panel_F(fig, ax, results: dict):
-    for label, res in results.items():
-        k, fl = _scan(res, "fraction_logit")
-        _, fe = _scan(res, "fraction_elf")
-        line, = ax.plot(k, 100 * fe, "o-", ms=3, lw=1, label=f"ELF space {label}".strip())
-        ax.plot(k, 100 * fl, "s--", ms=3, lw=1, color=line.get_color(), label=f"logit space {label}".strip())
-    ax.set_xlabel("Fourier cutoff k_max (|k|·L)")
-    ax.set_ylabel("correction / field (%)")
-    ax.legend(fontsize=7)
-    ax.set_title("F  Size of the correction: Σ|u_lr|/Σ|u_tot|, Σ|Δy|/Σ|y|", fontsize=9)
-
-
-def _panel_G(fig, ax, result, f):
-    w = _weight(f["u_lr"], f["u_tot"]).ravel()
-    y = f["y_ref"].ravel()
-    ok = w > 0
-    if ok.sum() > 1 and np.ptp(np.log10(w[ok])) > 0:
-        hb = ax.hexbin(y[ok], w[ok], yscale="log", gridsize=40, bins="log", cmap="viridis", extent=None, mincnt=1)
-        _colorbar(fig, hb, ax, "points per cell (log)")
-    elif ok.any():
-        ax.scatter(y[ok], w[ok], s=3)
-        ax.set_yscale("log")
-    d = result["distribution"]
-    edges = np.array(d["elf_bin_edges"])
-    mid = 0.5 * (edges[1:] + edges[:-1])
-    med = np.array([np.nan if v is None else v for v in d["weight_logit_pct_median"]], float)
-    good = med > 0
-    if good.any():
-        ax.plot(mid[good], med[good], "r.-", lw=1.2, label="median per ELF bin")
-        ax.legend(fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("reference ELF")
-    ax.set_ylabel("|u_lr| / |u_tot| (%)")
-    ax.set_title(f"G  Correction weight vs ELF (k_max = {d['k_max']:g})", fontsize=9)
-
-
-def _panel_weight(fig, ax, result, f, space: str):
-    from matplotlib.colors import LogNorm
-
-    if space == "logit":
-        w = _weight(f["u_lr"], f["u_tot"])
-        title, label = "H  Weight |u_lr|/|u_tot| (logit space)", "|u_lr| / |u_tot| (%)"
-    else:
-        w = 100.0 * np.abs(f["y_corr"] - f["y_loc"]) / np.maximum(f["y_corr"], 1e-300)
-        title, label = "I  Weight |Δy|/y_corr (ELF space)", "|y_corr − y_loc| / y_corr (%)"
-    X, Y = _real_mesh(f["vectors"], w.shape)
-    m = ax.pcolormesh(X, Y, np.clip(w, 0.1, 25), cmap="inferno", norm=LogNorm(vmin=0.1, vmax=25), shading="flat")
-    _colorbar(fig, m, ax, label + ", log scale 0.1–25")
-    frame = _plane_frame(f["vectors"])
-    n1, n2 = f["y_ref"].shape
-    f0, f1 = np.meshgrid(np.arange(n1) / n1, np.arange(n2) / n2, indexing="ij")
-    xy = f0[..., None] * frame[0] + f1[..., None] * frame[1]
-    if np.ptp(f["y_ref"]) > 0 and f["y_ref"].min() < 0.5 < f["y_ref"].max():
-        ax.contour(xy[..., 0], xy[..., 1], f["y_ref"], levels=[0.5], colors="red", linewidths=0.7)
-    _plane_axes(ax, result)
-    ax.set_title(f"{title}\nk_max = {f['k_max']:g}; red: reference ELF = 0.5", fontsize=9)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def write_figures(result: dict, out_dir: str | Path, reference: ElfGrid, predicted: np.ndarray,
-                  overview: bool = True, dpi: int = 110) -> list[Path]:
-    """The PNG panels (names in :data:`FIGURES`) of ``result`` into ``out_dir``."""
-    plt = _plt()
-    out = Path(out_dir)
-    f = fields_at(result, reference, predicted)
-    one = {"": result}
-    draw = {
-        "A": lambda fig, ax: _panel_A(fig, ax, result, f),
-        "B": lambda fig, ax: _panel_B(fig, ax, result, f),
-        "C": lambda fig, ax: _panel_C(fig, ax, result, f),
-        "D": lambda fig, ax: _panel_D(fig, ax, result),
-        "E": lambda fig, ax: _panel_E(fig, ax, one),
-        "F": lambda fig, ax: _panel_F(fig, ax, one),
-        "G": lambda fig, ax: _panel_G(fig, ax, result, f),
-        "H": lambda fig, ax: _panel_weight(fig, ax, result, f, "logit"),
-        "I": lambda fig, ax: _panel_weight(fig, ax, result, f, "elf"),
-        "S3": lambda fig, ax: _panel_B(fig, ax, result, f, corrected=True),
-    }
-    written = []
-    for key, paint in draw.items():
-        fig, ax = plt.subplots(figsize=(5.2, 4.4))
-        paint(fig, ax)
-        fig.tight_layout()
-        path = out / FIGURES[key]
-        fig.savefig(path, dpi=dpi)
-        plt.close(fig)
-        written.append(path)
-    if overview:
-        fig, axes = plt.subplots(3, 3, figsize=(15, 13))
-        for ax, key in zip(axes.ravel(), "ABCDEFGHI"):
-            draw[key](fig, ax)
-        fig.suptitle(f"Residual analysis of {result['reference']} ({result['mode']}, {_plane_title(result)}; "
-                     f"baseline MAE {result['baseline']['mae']:.4f})", fontsize=11)
-        fig.tight_layout()
-        path = out / FIGURES["overview"]
-        fig.savefig(path, dpi=max(40, int(dpi * 0.75)))
-        plt.close(fig)
-        written.append(path)
-    return written
-
-
-def write_comparison(results: dict, out_dir: str | Path, dpi: int = 110) -> list[Path]:
-    """Panels E and F overlaid for several analyses, e.g. ``{"76 GPa": r76, "115 GPa": r115, ...}``
-    (each a ``residual.json`` loaded as a dict), as the paper's Fig. 2E–F compare pressures."""
-    plt = _plt()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for key, paint in (("E", _panel_E), ("F", _panel_F)):
-        fig, ax = plt.subplots(figsize=(5.6, 4.4))
-        paint(fig, ax, results)
-        fig.tight_layout()
-        path = out / FIGURES[key].replace("fig2", "compare_fig2")
-        fig.savefig(path, dpi=dpi)
-        plt.close(fig)
-        written.append(path)
     return written
 
 
@@ -828,60 +552,3 @@ def run(reference_path, model_path=None, slice=None, volume: bool = False, kmax_
     return {"out": str(out_dir), "files": [str(p) for p in written], "reference": reference.name,
             "mode": result["mode"], "plane": result["plane"], "baseline": result["baseline"],
             "plateau": result["plateau"], "source": source}
-
-
-def add_arguments(parser) -> None:
-    """Add the ``residual`` analysis to ``parser`` (the ``elfscreen analyze`` command)."""
-    sub = parser.add_subparsers(dest="analysis", required=True)
-    r = sub.add_parser("residual", help="logit-space band-limited Fourier analysis of the prediction residual (paper Fig. 2)",
-                       description="Predict the ELF on exactly the grid of a DFT reference, form the residual in ELF and "
-                                   "logit space, fit it with a band-limited Fourier series for each k_max of a scan and "
-                                   "write DIR/residual.json and the PNG panels of the paper's Fig. 2 (A–I).")
-    r.add_argument("--dft", required=True, metavar="REF", help="reference ELF grid (cube or ELFCAR, .gz accepted; or an elfscreen dataset .npz)")
-    r.add_argument("--model", help="ELF model checkpoint (default: the one shipped with elfscreen)")
-    r.add_argument("--pred", metavar="GRID", help="use this predicted ELF grid (same grid as REF) instead of a model")
-    where = r.add_mutually_exclusive_group()
-    where.add_argument("--slice", metavar="AXIS=FRAC", help="analyse the grid plane nearest AXIS=FRAC, AXIS in x|y|z "
-                                                            "(= lattice vector a|b|c), FRAC fractional (default z=0.0)")
-    where.add_argument("--volume", action="store_true", help="fit the whole 3D grid instead of one plane")
-    r.add_argument("--kmax-scan", default="0:40", help="k_max values, START:STOP[:STEP] inclusive or a,b,c "
-                                                       "(dimensionless |k|·L; default 0:40)")
-    r.add_argument("--eps", type=float, default=DEFAULT_EPS, help=f"clip ELF to [ε, 1−ε] before the logit (default {DEFAULT_EPS:g})")
-    r.add_argument("--plateau-fraction", type=float, default=PLATEAU_FRACTION,
-                   help=f"plateau k_max: the smallest k_max reaching this share of the largest MAE gain (default {PLATEAU_FRACTION:g})")
-    r.add_argument("--format", choices=["cube", "elfcar", "npz"], help="format of REF (default: from the name)")
-    r.add_argument("--rescale-qe", action="store_true", help="rescale a REF written by Quantum ESPRESSO 6.8–7.5")
-    r.add_argument("--device", help="torch device (default: cuda when present)")
-    r.add_argument("--no-figures", action="store_true", help="write residual.json only")
-    r.add_argument("--out", required=True, metavar="DIR", help="folder for residual.json and the figures")
-
-
-def run_args(args) -> int:
-    """Run a parsed ``analyze`` command; prints the summary as JSON on stdout."""
-    summary = run(args.dft, args.model, slice=args.slice, volume=args.volume, kmax_scan=args.kmax_scan,
-                  out_dir=args.out, prediction_path=args.pred, fmt=args.format, rescale_qe=args.rescale_qe,
-                  device=args.device, eps=args.eps, plateau_fraction=args.plateau_fraction, figures=not args.no_figures)
-    try:
-        print(json.dumps(_clean(summary), indent=2, ensure_ascii=False), flush=True)
-    except BrokenPipeError:  # e.g. `elfscreen analyze residual … | head`
-        sys.stderr.close()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m elfscreen.model.residual residual --dft … --out …`` (the same as ``elfscreen analyze residual``)."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m elfscreen.model.residual")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run_args(args)
-    except InputError as err:
-        print(f"elfscreen: error: {err}", file=sys.stderr)
-        print(json.dumps(err.to_dict()), flush=True)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Residual analysis (model/residual.py): the FFT low-pass is the least-squares band-limited fit, known
+"""Residual analysis (model/residual.py, figures in model/plots/residual.py, `elfscreen analyze residual`): the FFT low-pass is the least-squares band-limited fit, known
 low-k residuals are removed exactly, high-k ones not at all, and the report (JSON + PNGs) is written.
 
 Every grid here is tiny (≤ 12³ points) so the whole file runs in seconds.
@@ -13,8 +13,10 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from elfscreen.model.errors import GridError, InputError
-from elfscreen.model.residual import (DEFAULT_EPS, FIGURES, analyze_residual, band_limited_fit, fields_at, inv_logit,
-                            k_index, kmax_values, logit, main, parse_slice, run, write_comparison, write_report)
+from elfscreen.app.cli import main
+from elfscreen.model.plots.residual import FIGURES, write_comparison
+from elfscreen.model.residual import (DEFAULT_EPS, analyze_residual, band_limited_fit, fields_at, inv_logit, k_index,
+                                      kmax_values, logit, parse_slice, run, write_report)
 from elfscreen.model.volumetric import ElfGrid, write_grid
 from reference import elf_like_grid
 
@@ -213,8 +215,8 @@ def test_end_to_end_command_with_an_untrained_model(tmp_path):
     cube = write_grid(ref, tmp_path / "ref.cube", digits=8)
     ckpt = ElfModel.untrained(n_members=1).save(tmp_path / "m.pt")
     out = tmp_path / "out"
-    assert main(["residual", "--dft", str(cube), "--model", str(ckpt), "--slice", "z=0.5", "--kmax-scan", "0:12:2",
-                 "--out", str(out), "--no-figures"]) == 0
+    assert main(["analyze", "residual", "--dft", str(cube), "--model", str(ckpt), "--slice", "z=0.5", "--kmax-scan",
+                 "0:12:2", "--out", str(out), "--no-figures"]) == 0
     data = json.loads((out / "residual.json").read_text())
     assert [r["k_max"] for r in data["per_kmax"]] == [0, 2, 4, 6, 8, 10, 12]
     assert data["plane"] == {"axis": "c", "axis_index": 2, "index": 4, "frac": 0.5,
