@@ -56,7 +56,7 @@ def sweep(values: np.ndarray, atoms_at: np.ndarray | None = None) -> SweepResult
     return SweepResult(events, offsets, merges[:n_merges].copy(), loops[:n_loops].copy(), loop_vecs[:n_loops].copy())
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _find(parent, off, x):
     """Root of x and the offset of x's copy relative to the root's; compresses the path."""
     root = x
@@ -84,7 +84,7 @@ def _find(parent, off, x):
     return root, ox, oy, oz
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _add_generator(basis, rank, vx, vy, vz):
     """Add (vx, vy, vz) to a set of ``rank`` independent integer vectors; return the new rank."""
     if vx == 0 and vy == 0 and vz == 0:
@@ -111,7 +111,7 @@ def _add_generator(basis, rank, vx, vy, vz):
     return 3
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _grow(a, n):
     if n < a.shape[0]:
         return a
@@ -120,7 +120,7 @@ def _grow(a, n):
     return b
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _sweep(flat, order, shape, atoms_at):
     n1, n2, n3 = shape[0], shape[1], shape[2]
     nvox = n1 * n2 * n3
