@@ -48,5 +48,9 @@ def content_disposition(filename: str) -> str:
     name = "".join(c for c in name if unicodedata.category(c)[0] != "C" and c not in '";')
     name = name.strip(" .")[:MAX_NAME] or "download"
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", ascii_name).strip("._") or "download"
+    ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", ascii_name)
+    if not ascii_name.strip("._"):
+        ascii_name = "download"
+    elif ascii_name.startswith("."):  # nothing of the stem was ASCII: keep the extension
+        ascii_name = "download" + ascii_name
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -233,3 +233,18 @@ def test_download_names_and_csv_cells_are_safe_for_hostile_names(client):
         for value in row.values():
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), value
     assert sorted(row["name"] for row in rows) == sorted("'" + n if n[0] in "=+-@\t" else n for n in HOSTILE_NAMES)
+
+
+@pytest.mark.parametrize("name, ascii_name, full", [
+    ("../../etc/passwd.cube", "passwd.cube", "passwd.cube"),
+    ('a.cif"; filename="evil.sh.json', "a.cif_filename_evil.sh.json", "a.cif filename=evil.sh.json"),
+    ("水素.json", "download.json", "水素.json"),  # no ASCII stem: the fallback keeps the extension
+    ("H₃S\r\n.csv", "H3S.csv", "H₃S.csv"),
+    ("..", "download", "download"),
+])
+def test_content_disposition_names(name, ascii_name, full):
+    from urllib.parse import quote
+
+    from elfscreen.app.downloads import content_disposition
+
+    assert content_disposition(name) == f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(full, safe='')}"
