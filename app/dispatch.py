@@ -17,22 +17,24 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import multiprocessing
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import torch
+from pymatgen.core import Lattice, Structure
 
 from elfscreen.app.config import Settings, usable_cores
 from elfscreen.app.jobs import run_job
+from elfscreen.app.sandbox import fork_server, step_back
 from elfscreen.app.store import Store
 from elfscreen.model.errors import InputError
-from elfscreen.model.pipeline import get_model, model_path
+from elfscreen.model.pipeline import get_model, model_path, screen_structure
 
 log = logging.getLogger("elfscreen.dispatch")
 GRACE_S = 5.0  # a queued job younger than this may still be on its way to the broker
+REQUEST_NICE = 5  # niceness the embedded server's own process (request handling) takes below its jobs
 
 
 class EmbeddedDispatcher:
@@ -48,11 +50,18 @@ class EmbeddedDispatcher:
         self.worker = f"embedded@{socket.gethostname()}:{os.getpid()}"
         self._pending: set[str] = set()
         self._lock = threading.Lock()
+        self._context = fork_server()
         self._pool = self._new_pool()
+        # Jobs come before requests: the job processes are forked from the fork server, running by now at
+        # this process's priority; then this process (request handling) steps back, so a burst of
+        # requests slows the answers rather than the jobs already accepted.
+        step_back(REQUEST_NICE)
+        # start every job process now (model, compiled kernels), not under the first requests
+        self._starting = [self._pool.submit(os.getpid) for _ in range(settings.embedded_workers)]
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.settings.embedded_workers,
-                                   mp_context=multiprocessing.get_context("forkserver"),
+                                   mp_context=self._context,
                                    initializer=_start_child, initargs=(self.settings, str(model_path())))
 
     def send(self, job_ids: list[str]) -> None:
@@ -95,6 +104,9 @@ class EmbeddedDispatcher:
             return [q["id"] for q in queued if q["id"] not in self._pending]
 
     def ready(self) -> dict:
+        """Raises while the job processes are still starting (waits for them up to 20 s)."""
+        if wait(self._starting, timeout=20).not_done:
+            raise RuntimeError("the job processes are still starting")
         return {"job_processes": self.settings.embedded_workers, "pending": len(self._pending)}
 
     def close(self) -> None:
@@ -112,9 +124,13 @@ def _start_child(settings: Settings, model: str) -> None:
     torch.set_num_threads(max(1, usable_cores() // max(1, settings.embedded_workers)))
     _child.update(settings=settings, store=Store(settings.db_url))
     try:
-        get_model(settings.device)
+        elf_model, _ = get_model(settings.device)
     except InputError as err:  # no model: each job fails with the message
         log.error("%s", err)
+        return
+    # one tiny screening loads what the first job would (descriptor, network, the sweep's compiled kernel)
+    warm = Structure(Lattice.cubic(3.0), ["H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    screen_structure(warm, "warm-up", elf_model, spacing_a=0.6, device=settings.device)
 
 
 def _run_in_child(job_id: str, worker: str) -> str | None:

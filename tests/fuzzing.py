@@ -50,9 +50,10 @@ def seeds() -> dict[str, tuple[str, str]]:
 
 
 def symmetry_bomb(rng: random.Random) -> str:
-    """A short CIF whose space group (named, not listed) times its sites expands to thousands of atoms."""
-    group = rng.choice(["F m -3 m", "I m -3 m", "P m -3 m", "F d -3 m", "P 6/m m m"])
-    n = rng.choice([30, 100, 300, 1000])
+    """A short CIF whose space group (named, not listed: 48 to 192 operations) times its 60 to 1000 sites
+    expands to 2,880–192,000 atom images (the issue's case: 300 sites in Fm-3m, 14 KB)."""
+    group = rng.choice(["F m -3 m", "I m -3 m", "P m -3 m", "F d -3 m"])
+    n = rng.choice([60, 100, 300, 1000])
     rows = "\n".join(f"H{k} H {rng.random():.5f} {rng.random():.5f} {rng.random():.5f}" for k in range(n))
     return (f"data_bomb\n_symmetry_space_group_name_H-M '{group}'\n_cell_length_a 20\n_cell_length_b 20\n"
             f"_cell_length_c 20\n_cell_angle_alpha 90\n_cell_angle_beta 90\n_cell_angle_gamma 90\nloop_\n"

@@ -17,7 +17,7 @@ def test_fuzzed_submissions_never_break_the_server(tmp_path):
     kinds = {r.kind.split("/")[1] for r in reqs}
     assert {"number", "count", "bomb", "empty-loop", "garbage", "truncate", "lattice", "duplicate",
             "not-json", "callback"} <= kinds  # every class of input is in the run
-    with live_server_process(tmp_path, ELFSCREEN_PARSE_TIMEOUT_S="3") as (url, proc):
+    with live_server_process(tmp_path, ELFSCREEN_PARSE_TIMEOUT_S="2") as (url, proc):
         report = run(url, proc.pid, reqs, alive=lambda: proc.poll() is None)
         log = (tmp_path / "server.log").read_text()
     assert not report.no_answer, report.no_answer[:5]
