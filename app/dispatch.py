@@ -26,7 +26,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from elfscreen.app.config import Settings, usable_cores
-from elfscreen.app.jobs import run_job
+from elfscreen.app.jobs import run_jobs
 from elfscreen.app.sandbox import fork_server, step_back
 from elfscreen.app.store import Store
 from elfscreen.model.errors import InputError
@@ -69,28 +69,30 @@ class EmbeddedDispatcher:
             fresh = [j for j in job_ids if j not in self._pending]
             self._pending.update(fresh)
             pool = self._pool
-        for job_id in fresh:
+        # several jobs per task, as in Celery messages: each hand-over goes through this process's threads,
+        # which a burst of requests keeps busy
+        for ids in messages(fresh, self.settings.jobs_per_message):
             try:
-                future = pool.submit(_run_in_child, job_id, self.worker)
+                future = pool.submit(_run_in_child, ids, self.worker)
             except BrokenProcessPool:
                 self._replace_pool(pool)
                 with self._lock:
-                    self._pending.discard(job_id)  # the sweep sends it again
+                    self._pending.difference_update(ids)  # the sweep sends them again
                 continue
-            future.add_done_callback(lambda f, job_id=job_id, pool=pool: self._done(job_id, pool, f))
+            future.add_done_callback(lambda f, ids=ids, pool=pool: self._done(ids, pool, f))
         self.store.mark_published(fresh, None)
 
-    def _done(self, job_id: str, pool: ProcessPoolExecutor, future) -> None:
+    def _done(self, job_ids: list[str], pool: ProcessPoolExecutor, future) -> None:
         with self._lock:
-            self._pending.discard(job_id)
+            self._pending.difference_update(job_ids)
         if future.cancelled():
             return
         exc = future.exception()
         if isinstance(exc, BrokenProcessPool):
-            log.error("a job process died while running job %s; the sweep re-sends its jobs", job_id)
+            log.error("a job process died while running jobs %s; the sweep re-sends them", job_ids)
             self._replace_pool(pool)
-        elif exc is not None:  # the store is unreachable: the job stays unfinished and the sweep re-sends it
-            log.error("job %s could not be run", job_id, exc_info=exc)
+        elif exc is not None:  # the store is unreachable: the jobs stay unfinished and the sweep re-sends them
+            log.error("jobs %s could not be run", job_ids, exc_info=exc)
 
     def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -133,8 +135,8 @@ def _start_child(settings: Settings, model: str) -> None:
     screen_structure(warm, "warm-up", elf_model, spacing_a=0.6, device=settings.device)
 
 
-def _run_in_child(job_id: str, worker: str) -> str | None:
-    return run_job(_child["store"], job_id, _child["settings"], f"{worker}/{os.getpid()}")
+def _run_in_child(job_ids: list[str], worker: str) -> list[str | None]:
+    return run_jobs(_child["store"], job_ids, _child["settings"], f"{worker}/{os.getpid()}")
 
 
 class CeleryDispatcher:

@@ -11,8 +11,7 @@ from the POST to the last finished job: once with nothing else going on (``idle`
 ``--load-clients`` threads submit without pause (``loaded``): each re-submits an already screened
 structure (validated in full, answered from the cache: it costs the API, not the job pool) and reads
 its batch back; the clients run in a child process at nice 10, so that on this small machine their
-own CPU is not charged to the server. ``kept`` is loaded ÷ idle jobs/hour (target ≥ 50 %); ``load req/s`` the requests the
-clients got answered meanwhile.
+own CPU is not charged to the server.
 
 * jobs/hour: jobs / wall time.
 * overhead per job (ms): wall time × worker processes / jobs − mean time inside ``screen_structure``:
@@ -23,6 +22,11 @@ clients got answered meanwhile.
 * gap (ms): mean idle time of a worker slot between two of its jobs (store writes after the finish
   time, handing over the next job, a Celery message round trip).
 * submit (ms): the POST's answer time per job (sandboxed validation, cache key, store, publishing).
+* pool jobs/h: the job pool's throughput, jobs ÷ (last finish − first start), from the store, idle
+  and ``loaded``; ``kept`` = loaded ÷ idle (target ≥ 50 %). ``loaded wall s``: POST to last finish of
+  the loaded batch (its 200 structures wait for validation behind the clients' requests);
+  ``load req/s``: the clients' requests answered meanwhile; loaded pipeline / in-worker ms: as above,
+  for the loaded batch.
 * load: the 1-minute load average when the mode finished (the machine is shared: compare runs made
   side by side only).
 Target: overhead ≤ 20 ms per job. Small grids (coarse ``--spacing``) make the overhead visible.
@@ -151,6 +155,24 @@ def _clients(base: str, body: dict, clients: int, count, stop) -> None:
         t.join()
 
 
+def job_times(db_url: str, batch_id: str) -> tuple[float, float, list[float], float]:
+    """Of a batch's jobs, from the store: mean pipeline time, mean in-worker overhead, the gaps (idle
+    time of a worker slot between two of its jobs: message round trip, polling, …), in s; and the job
+    pool's throughput in jobs/hour (jobs ÷ first start to last finish)."""
+    store = Store(db_url)
+    with store.engine.connect() as c:
+        rows = c.execute(sa.select(jobs.c.pipeline_s, jobs.c.started_at, jobs.c.finished_at, jobs.c.worker)
+                         .where(jobs.c.batch_id == batch_id)).all()
+    store.engine.dispose()
+    gaps = []
+    for slot in {r.worker for r in rows}:
+        mine = sorted((r.started_at, r.finished_at) for r in rows if r.worker == slot)
+        gaps += [b[0] - a[1] for a, b in itertools.pairwise(mine)]
+    span = max(r.finished_at for r in rows) - min(r.started_at for r in rows)
+    return (float(np.mean([r.pipeline_s for r in rows])),
+            float(np.mean([r.finished_at - r.started_at - r.pipeline_s for r in rows])), gaps, len(rows) / span * 3600)
+
+
 def measure(mode: str, args, env: dict, folder: Path) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -177,30 +199,23 @@ def measure(mode: str, args, env: dict, folder: Path) -> dict:
         warm = crystals(2 * workers, seed=uuid.uuid4().int % 10**6)
         run_batch(base, warm, args.spacing)  # warm-up: imports, numba, model
         batch_id, posted, wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
-        loaded_wall, load_rate = float("nan"), float("nan")
+        loaded_wall = load_rate = loaded_pipeline = loaded_in_worker = loaded_rate = float("nan")
         if args.load_clients:
             with Load(base, warm[0], args.spacing, args.load_clients) as load:
                 time.sleep(2)  # every client is going
                 before, t0 = load.answered, time.perf_counter()
-                _, _, loaded_wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
+                loaded_id, _, loaded_wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
                 load_rate = (load.answered - before) / (time.perf_counter() - t0)
-        store = Store(db_url)
-        with store.engine.connect() as c:
-            rows = c.execute(sa.select(jobs.c.pipeline_s, jobs.c.started_at, jobs.c.finished_at, jobs.c.worker)
-                             .where(jobs.c.batch_id == batch_id)).all()
-        store.engine.dispose()
-        pipeline = float(np.mean([r.pipeline_s for r in rows]))
-        in_worker = float(np.mean([r.finished_at - r.started_at - r.pipeline_s for r in rows]))
-        gaps = []  # a worker slot idle between two of its jobs (message round trip, polling, …)
-        for slot in {r.worker for r in rows}:
-            mine = sorted((r.started_at, r.finished_at) for r in rows if r.worker == slot)
-            gaps += [b[0] - a[1] for a, b in itertools.pairwise(mine)]
+            loaded_pipeline, loaded_in_worker, _, loaded_rate = job_times(db_url, loaded_id)
+        pipeline, in_worker, gaps, rate = job_times(db_url, batch_id)
         return {"mode": mode, "workers": workers, "jobs": args.jobs, "wall_s": wall,
                 "jobs_per_hour": args.jobs / wall * 3600, "pipeline_ms": pipeline * 1e3,
                 "overhead_ms": (wall * workers / args.jobs - pipeline) * 1e3, "in_worker_ms": in_worker * 1e3,
                 "gap_ms": float(np.mean(gaps)) * 1e3 if gaps else float("nan"),
-                "submit_ms": posted / args.jobs * 1e3, "loaded_jobs_per_hour": args.jobs / loaded_wall * 3600,
-                "load_rate": load_rate}
+                "submit_ms": posted / args.jobs * 1e3, "pool_jobs_per_hour": rate, "loaded_jobs_per_hour": loaded_rate,
+                "loaded_wall_s": loaded_wall,
+                "load_rate": load_rate, "loaded_pipeline_ms": loaded_pipeline * 1e3,
+                "loaded_in_worker_ms": loaded_in_worker * 1e3}
     finally:
         for p in procs:
             stop(p)
@@ -221,14 +236,16 @@ def main() -> None:
         ElfModel.untrained(n_members=2).save(ckpt)
         env = {**os.environ, "ELFSCREEN_MODEL": str(ckpt), "ELFSCREEN_SWEEP_EVERY_S": "5"}
         print(f"{'mode':<10}{'jobs':>6}{'wall s':>9}{'jobs/h':>10}{'pipeline ms':>13}{'overhead ms':>13}"
-              f"{'in-worker ms':>14}{'gap ms':>9}{'submit ms':>11}{'loaded jobs/h':>15}{'kept':>7}{'load req/s':>12}  load",
+              f"{'in-worker ms':>14}{'gap ms':>9}{'submit ms':>11}{'pool jobs/h':>13}{'loaded':>9}{'kept':>7}"
+              f"{'loaded wall s':>15}{'load req/s':>12}{'loaded pipeline/in-worker ms':>30}  load",
               flush=True)
         for mode in args.modes.split(","):
             r = measure(mode, args, env, folder)
             print(f"{r['mode']:<10}{r['jobs']:>6}{r['wall_s']:>9.1f}{r['jobs_per_hour']:>10.0f}{r['pipeline_ms']:>13.1f}"
                   f"{r['overhead_ms']:>13.1f}{r['in_worker_ms']:>14.1f}{r['gap_ms']:>9.1f}{r['submit_ms']:>11.2f}"
-                  f"{r['loaded_jobs_per_hour']:>15.0f}{r['loaded_jobs_per_hour'] / r['jobs_per_hour']:>7.0%}"
-                  f"{r['load_rate']:>12.1f}  {os.getloadavg()[0]:.2f}", flush=True)
+                  f"{r['pool_jobs_per_hour']:>13.0f}{r['loaded_jobs_per_hour']:>9.0f}"
+                  f"{r['loaded_jobs_per_hour'] / r['pool_jobs_per_hour']:>7.0%}{r['loaded_wall_s']:>15.1f}{r['load_rate']:>12.1f}{r['loaded_pipeline_ms']:>21.1f} / {r['loaded_in_worker_ms']:<6.1f}"
+                  f"  {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":
