@@ -115,7 +115,7 @@ def random_composition(rng: np.random.Generator, n_atoms: int, ternary: bool, h_
     """Species (one per atom) of a random hydride with about ``h_fraction`` H among ``n_atoms`` atoms."""
     n_h = min(n_atoms - (2 if ternary else 1), max(1, round(h_fraction * n_atoms)))
     n_m = n_atoms - n_h
-    metals = list(rng.choice(RANDOM_METALS, size=2 if ternary else 1, replace=False))
+    metals = [str(m) for m in rng.choice(RANDOM_METALS, size=2 if ternary else 1, replace=False)]
     if ternary:
         k = int(rng.integers(1, n_m))  # at least one of each
         return [metals[0]] * k + [metals[1]] * (n_m - k) + ["H"] * n_h
