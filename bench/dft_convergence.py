@@ -50,6 +50,11 @@ def runs(quick: bool) -> list[tuple[str, str, dict, dict]]:
     out += [("H3S", "S-sp (semicore S)", {}, {"S.upf": "S-sp.upf"}),
             ("MgH6", "k=0.3", {}, {}), ("MgH6", "Mg (no semicore)", {}, {"Mg-sp.upf": "Mg.upf"}),
             ("PH3", "k=0.3", {}, {}), ("PH3", "P-sp (semicore P)", {}, {"P.upf": "P-sp.upf"})]
+    # the relaxation's cheaper settings (80/320 Ry, 0.4/Å) against the ELF's own (100/400 Ry, 0.3/Å)
+    full = {"relax_ecutwfc": 100.0, "relax_ecutrho": 400.0, "relax_kspacing": 0.3}
+    for name, p in (("H3S", 200.0), ("CaH6", 150.0)):
+        out += [(name, f"vc-relax {p:.0f} GPa, relax settings", {"relax_gpa": p}, {}),
+                (name, f"vc-relax {p:.0f} GPa, ELF settings", {"relax_gpa": p, **full}, {})]
     return out
 
 
@@ -65,7 +70,8 @@ def main() -> int:
     for name, label, changes, swaps in runs(args.quick):
         if (name, label) in done:
             continue
-        settings = with_settings(HYDRIDE_SETTINGS, **changes)
+        relax_gpa = changes.get("relax_gpa")
+        settings = with_settings(HYDRIDE_SETTINGS, **{k: v for k, v in changes.items() if k != "relax_gpa"})
         tmp = None
         env_before = os.environ.get("ELFSCREEN_PSEUDO_DIR")
         if swaps:
@@ -77,11 +83,12 @@ def main() -> int:
                 shutil.copyfile(SHARED_TABLE / replacement, tmp / table_file)
             os.environ["ELFSCREEN_PSEUDO_DIR"] = str(tmp)
         try:
-            grid, rec = elf_of(structures[name], settings, name=f"{name} {label}")
+            grid, rec = elf_of(structures[name], settings, relax_pressure_gpa=relax_gpa, name=f"{name} {label}")
             topo = analyze(grid)
             row = {"system": name, "label": label, "changes": changes, "swaps": swaps, "phi": topo.phi,
                    "phi_star": topo.phi_star, "h_dos": rec["h_dos"]["value"], "kmesh": rec["kmesh"],
-                   "grid": list(grid.shape), "cpu_s": rec["cpu_s"]}
+                   "grid": list(grid.shape), "cpu_s": rec["cpu_s"],
+                   "volume_per_atom_a3": round(grid.structure.volume / len(grid.structure), 4)}
         except DftError as exc:
             row = {"system": name, "label": label, "changes": changes, "swaps": swaps, "error": str(exc),
                    "cpu_s": exc.record.get("cpu_s")}
