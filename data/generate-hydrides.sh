@@ -4,16 +4,16 @@
 #   nohup bash data/generate-hydrides.sh > /tmp/elfscreen-hydrides.log 2>&1 &
 # Held out by construction: hydride-test/ (random hydrides, seed 1: other structures) and hydride-lpo/
 # (the MH9 P6_3/mmc prototype family, never in hydride-proto/).
-set -u
+set -u  # a failed command (say, a broken import while the code is edited) waits and the loop goes on
 cd "$(dirname "$0")/.."
 ELFSCREEN=${ELFSCREEN:-elfscreen}
 LPO=${LPO:-MH9-P63/mmc}
 ROUNDS=${ROUNDS:-100}
 for round in $(seq 1 "$ROUNDS"); do
   $ELFSCREEN dataset generate --out data/hydride-proto --kind hydride-prototype --count 1000 \
-    --exclude-prototypes "$LPO" --max-new 6 || exit $?
-  $ELFSCREEN dataset generate --out data/hydride-random --kind hydride-random --count 400 --max-new 4 || exit $?
-  $ELFSCREEN dataset generate --out data/crystal-relaxed --kind crystal-relaxed --count 200 --max-atoms 48 --max-new 3 || exit $?
-  $ELFSCREEN dataset generate --out data/hydride-test --kind hydride-random --seed 1 --count 80 --max-new 1 || exit $?
-  $ELFSCREEN dataset generate --out data/hydride-lpo --kind hydride-prototype --count 1000 --prototypes "$LPO" --max-new 1 || exit $?
+    --exclude-prototypes "$LPO" --max-new 6 || sleep 30
+  $ELFSCREEN dataset generate --out data/hydride-random --kind hydride-random --count 400 --max-new 4 || sleep 30
+  $ELFSCREEN dataset generate --out data/crystal-relaxed --kind crystal-relaxed --count 200 --max-atoms 48 --max-new 3 || sleep 30
+  $ELFSCREEN dataset generate --out data/hydride-test --kind hydride-random --seed 1 --count 80 --max-new 1 || sleep 30
+  $ELFSCREEN dataset generate --out data/hydride-lpo --kind hydride-prototype --count 1000 --prototypes "$LPO" --max-new 1 || sleep 30
 done
