@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dispatcher = make_dispatcher(store, settings)
         sandbox = Sandbox(settings.parse_workers, settings.parse_memory_mb, settings.parse_timeout_s)
         app.state.store, app.state.dispatcher, app.state.sandbox = store, dispatcher, sandbox
+        if dispatcher.mode == "embedded":  # its job processes load the model and kernels first
+            await run_in_threadpool(dispatcher.wait_started)
         # After a restart of the embedded server nothing of the old pool is alive: re-send at once.
         lease = 0.0 if dispatcher.mode == "embedded" else settings.lease_s
         threading.Thread(target=_safe_sweep, args=(store, dispatcher, lease), daemon=True).start()

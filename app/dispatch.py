@@ -105,10 +105,12 @@ class EmbeddedDispatcher:
         with self._lock:
             return [q["id"] for q in queued if q["id"] not in self._pending]
 
+    def wait_started(self, timeout_s: float = 300.0) -> None:
+        """Block until every job process has started (the server answers requests only then)."""
+        if wait(self._starting, timeout=timeout_s).not_done:
+            log.warning("the job processes did not start within %.0f s; serving anyway", timeout_s)
+
     def ready(self) -> dict:
-        """Raises while the job processes are still starting (waits for them up to 20 s)."""
-        if wait(self._starting, timeout=20).not_done:
-            raise RuntimeError("the job processes are still starting")
         return {"job_processes": self.settings.embedded_workers, "pending": len(self._pending)}
 
     def close(self) -> None:
