@@ -82,8 +82,8 @@ class Sandbox:
     def run(self, name: str, fn, *args):
         """``fn(*args)`` in a child (``fn`` importable by name, arguments and result picklable). An
         :class:`InputError` it raises is raised here; a crash, running out of memory or of time becomes a
-        :class:`StructureError` naming ``name``. Other exceptions are raised as RuntimeError with the
-        child's traceback text (a bug: the API logs it)."""
+        :class:`StructureError` naming ``name``, as does any other exception (a bug: logged here with the
+        child's traceback)."""
         child = self._idle.get()
         try:
             child.conn.send((fn, args, self.timeout_s))
@@ -95,7 +95,8 @@ class Sandbox:
         except (EOFError, OSError, BrokenPipeError):
             if child is None:
                 raise
-            out_of_cpu = child.process.join(5) is None and child.process.exitcode in (-signal.SIGXCPU, -signal.SIGKILL)
+            child.process.join(5)
+            out_of_cpu = child.process.exitcode == -signal.SIGXCPU
             self._replace(child, name, "ran out of CPU time" if out_of_cpu else "crashed its process")
             child = None
             raise StructureError(name, self._too_long if out_of_cpu else "made the structure reader crash; refused") from None
@@ -109,7 +110,8 @@ class Sandbox:
             raise cls(input_name, problem)
         if kind == "memory":
             raise StructureError(name, f"needs more than {self.memory_bytes // 2**20} MiB to read and check; refused")
-        raise RuntimeError(payload)
+        log.error("sandbox: reading %s failed with an internal error:\n%s", name, payload)
+        raise StructureError(name, "could not be read: an internal error of elfscreen (logged); please report it")
 
     @property
     def _too_long(self) -> str:
@@ -140,6 +142,7 @@ class _Child:
 def _serve(conn: Connection, memory_bytes: int) -> None:
     """The child's loop: run each call, send back its result or what went wrong."""
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a child killed for CPU time or a crash leaves no core file
     os.nice(NICE)
     while True:
         try:

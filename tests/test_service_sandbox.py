@@ -69,3 +69,10 @@ def busy(seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         pass
+
+
+def test_a_bug_in_the_reader_is_an_input_error_and_logged(sandbox, caplog):
+    with pytest.raises(StructureError, match="odd.cif: could not be read: an internal error"):
+        sandbox.run("odd.cif", int, "not a number")
+    assert "ValueError" in caplog.text and "Traceback" in caplog.text
+    works(sandbox)
