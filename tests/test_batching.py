@@ -78,16 +78,15 @@ def setup(tmp_path, sandbox):
     make_checkpoint(tmp_path)
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'jobs.db'}", device="cpu")
     store = Store(settings.db_url)
-    store.sandbox = sandbox
-    yield store, settings
+    yield store, settings, sandbox
     store.engine.dispose()
 
 
-def stored(store, settings, structs, spoil=()):
+def stored(sandbox, store, settings, structs, spoil=()):
     """Validate and store one batch of ``structs`` (name → Structure); the names in ``spoil`` are stored
     as a job from before structures were kept with their jobs, with garbage for text. The job ids in order."""
     items = [{"name": n, "format": "poscar", "content": s.to(fmt="poscar"), "hdos": None} for n, s in structs.items()]
-    batch, rows = prepare(items, FULL_OPTIONS, settings, store, "anon", store.sandbox)
+    batch, rows = prepare(items, FULL_OPTIONS, settings, store, "anon", sandbox)
     for row in rows:
         if row["name"] in spoil:
             row.update(content="not a POSCAR at all", structure=None)
@@ -108,9 +107,9 @@ def job(store, job_id) -> dict:
 
 
 def test_batch_task_finishes_several_jobs_like_the_single_path(setup):
-    store, settings = setup
+    store, settings, box = setup
     structs = many_structures(4, seed=5)
-    ids = stored(store, settings, structs)
+    ids = stored(box, store, settings, structs)
     assert jobs.run_batch(store, ids, settings, "gpu-worker") == ["done"] * 4
     expected = direct(structs)
     for job_id, name in zip(ids, structs):
@@ -125,10 +124,10 @@ def test_batch_task_finishes_several_jobs_like_the_single_path(setup):
 
 
 def test_one_bad_structure_fails_only_its_job(setup):
-    store, settings = setup
+    store, settings, box = setup
     structs = many_structures(3, seed=6)
     bad = list(structs)[1]
-    ids = stored(store, settings, structs, spoil={bad})
+    ids = stored(box, store, settings, structs, spoil={bad})
     assert jobs.run_batch(store, ids, settings, "w") == ["done", "failed", "done"]
     error = job(store, ids[1])["error"]["error"]
     assert error["code"] == "invalid_structure" and error["input"] == bad and bad in error["message"]
@@ -139,9 +138,9 @@ def test_one_bad_structure_fails_only_its_job(setup):
 
 
 def test_a_batch_that_cannot_run_together_runs_one_by_one(setup, monkeypatch):
-    store, settings = setup
+    store, settings, box = setup
     structs = many_structures(3, seed=8)
-    ids = stored(store, settings, structs)
+    ids = stored(box, store, settings, structs)
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
@@ -154,9 +153,9 @@ def test_a_batch_that_cannot_run_together_runs_one_by_one(setup, monkeypatch):
 
 
 def test_a_job_lost_before_runs_alone_after_the_batch(setup):
-    store, settings = setup
+    store, settings, box = setup
     structs = many_structures(3, seed=9)
-    ids = stored(store, settings, structs)
+    ids = stored(box, store, settings, structs)
     assert store.claim(ids[0], "dead-worker", settings.lease_s) is not None  # then its worker died
     time.sleep(0.02)
     assert store.requeue_dead(0.01) == [ids[0]]
@@ -164,16 +163,16 @@ def test_a_job_lost_before_runs_alone_after_the_batch(setup):
     assert [c.job_id for c in claims] == ids[1:]  # a batch takes only jobs never claimed
     for c in claims:  # give them back as their worker would have lost them
         store.finish(c, error={"error": {"code": "probe", "message": "", "input": None}})
-    more = stored(store, settings, many_structures(2, seed=10))
+    more = stored(box, store, settings, many_structures(2, seed=10))
     assert jobs.run_batch(store, [ids[0], *more], settings, "w") == ["done", "done", "done"]
     assert job(store, ids[0])["attempts"] == 2 and store.event_counts(ids[0])["done"] == 1
     assert [job(store, i)["attempts"] for i in more] == [1, 1]
 
 
 def test_jobs_of_one_message_run_one_after_another_and_a_lost_holder_is_swept(setup):
-    store, settings = setup
+    store, settings, box = setup
     structs = many_structures(3, seed=12)
-    ids = stored(store, settings, structs)
+    ids = stored(box, store, settings, structs)
     # a worker takes the message and dies before claiming anything: its reservation goes stale
     store.reserve(ids, "dying-worker")
     assert store.requeue_dead(60) == [] and all(job(store, i)["status"] == "queued" for i in ids)
@@ -192,9 +191,9 @@ def test_jobs_of_one_message_run_one_after_another_and_a_lost_holder_is_swept(se
 
 
 def test_heartbeats_keep_reserved_and_claimed_jobs_alive(setup):
-    store, _ = setup
+    store, _, box = setup
     settings = Settings(db_url=store.url, device="cpu", lease_s=1.0)  # a beat every 0.5 s
-    ids = stored(store, settings, many_structures(2, seed=13))
+    ids = stored(box, store, settings, many_structures(2, seed=13))
     token = store.reserve(ids[:1], "w")
     claim = store.claim(ids[1], "w", settings.lease_s)
     with heartbeats(store, settings).hold(token, claim.token):
