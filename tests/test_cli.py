@@ -108,6 +108,7 @@ def small_cif(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("option, problem", [
     (["--grid", "2000", "2000", "2000"], "limit"),  # 8e9 points: 149 GiB of descriptors before the check existed
     (["--spacing", "0.001"], "limit"),  # 3000³ points on a 3 Å cell
+    (["--grid", "300", "300", "300"], "limit"),  # 27M points: ~40 min and ~16 GB, refused before any work
     (["--grid", "0", "0", "0"], "below 1"),
     (["--spacing", "0"], "must be positive"),
 ])
