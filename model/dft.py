@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
 
+from elfscreen.model import cache_root
 from elfscreen.model.errors import InputError
 from elfscreen.model.hdos import h_dos_from_projwfc, projwfc_input
 from elfscreen.model.potentials import Pseudopotential, PseudopotentialError, pseudopotentials_for
@@ -136,8 +137,7 @@ def qe_available() -> bool:
 
 def cache_dir() -> Path:
     """Where the pseudopotential is unpacked or generated: ``$ELFSCREEN_CACHE/qe`` or ``~/.cache/elfscreen/qe``."""
-    base = os.environ.get("ELFSCREEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "elfscreen")
-    return Path(base) / "qe"
+    return cache_root() / "qe"
 
 
 def _sha256(data: bytes) -> str:

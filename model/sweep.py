@@ -16,10 +16,21 @@ O(V log V) for V voxels (the sort), near-linear after it.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-import numba as nb
-import numpy as np
+from elfscreen.model import cache_root
+
+# Compiled kernels go to the per-user cache (compiled once per machine), never beside the installed
+# source: numba's default __pycache__ inside site-packages outlives `pip uninstall` and then shadows a
+# later editable install of the same namespace (README command 1, then command 2).
+os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_root() / "numba"))
+
+import numba as nb  # noqa: E402 - after NUMBA_CACHE_DIR
+import numpy as np  # noqa: E402
+
+if nb.config.CACHE_DIR != os.environ["NUMBA_CACHE_DIR"]:  # numba was imported before us: re-read it
+    nb.core.config.reload_config()
 
 # Event slots: first piece periodic in 1, 2, 3 directions; first piece holding two H atoms.
 EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR = 0, 1, 2, 3
