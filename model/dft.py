@@ -609,6 +609,14 @@ def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = Dft
                           "pw.x 6.7 vc-relax crashes with projector-free H potentials)")
     rc, out, wall = _run_pw("relax", text, pseudos, settings, workdir, keep, name, record)
     info = parse_pw_output(out)
+    if "checkallsym" in (info["error"] or ""):
+        # QE 6.7 stops when a symmetry operation found in the first cell stops being orthogonal as the
+        # cell moves (hexagonal cells, numerical drift); relax again without symmetry, from the start
+        record["retried_without_symmetry"] = info["error"]
+        text = text.replace("  nspin = 1\n", "  nspin = 1\n  nosym = .true.\n", 1)
+        record["pw_input"] = text
+        rc, out, wall = _run_pw("relax", text, pseudos, settings, workdir, keep, name, record)
+        info = parse_pw_output(out)
     record.update(info, exit_code=rc, wall_s=round(wall, 2))
     relaxed = _parse_relaxed_structure(out, start)
     problem = None

@@ -155,3 +155,30 @@ def test_prototype_dataset_is_resumable_and_summarised(tmp_path):
     assert summary["structures"] == 1 and summary["by_element"] == {"H": 1, "S": 1} and summary["relaxed"] == 1
     assert summary["with_h_dos"] == 1 and summary["pseudopotentials"] == ["H.upf", "S.upf"] and summary["cpu_hours"] > 0
     assert summary["pressure_gpa"] == {"min": 100.0, "max": 100.0}
+
+
+def test_vc_relax_retries_without_symmetry_after_checkallsym(tmp_path, monkeypatch):
+    """QE 6.7 stops hexagonal vc-relaxations with 'checkallsym: not orthogonal operation'; the driver
+    reruns once with nosym. A stand-in pw.x fails without nosym and relaxes with it."""
+    fake = tmp_path / "pw.x"
+    fake.write_text(
+        "#!/usr/bin/env python3\n"
+        "import sys\n"
+        "text = open(sys.argv[2]).read()\n"
+        "if 'nosym' not in text:\n"
+        "    print(' %%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%\\n Error in routine checkallsym (3):\\n"
+        " not orthogonal operation\\n %%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%')\n"
+        "    sys.exit(1)\n"
+        "cell = text.split('CELL_PARAMETERS angstrom\\n')[1].split('ATOMIC_POSITIONS')[0]\n"
+        "pos = text.split('ATOMIC_POSITIONS crystal\\n')[1].split('K_POINTS')[0]\n"
+        "print('     Program PWSCF v.6.7MaX starts\\n     convergence has been achieved in   5 iterations\\n"
+        "!    total energy              =     -10.0 Ry\\n     bfgs converged in   3 scf cycles\\n"
+        "Begin final coordinates\\nCELL_PARAMETERS (angstrom)\\n' + cell + 'ATOMIC_POSITIONS (crystal)\\n' + pos"
+        " + 'End final coordinates\\n   JOB DONE.')\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PW_X", str(fake))
+    from elfscreen.model.dft import relax
+
+    relaxed, record = relax(h3s(), 200.0, TINY)
+    assert "checkallsym" in record["retried_without_symmetry"] and "nosym = .true." in record["pw_input"]
+    assert record["bfgs_converged"] and len(relaxed) == 4 and relaxed.composition.reduced_formula == "H3S"
