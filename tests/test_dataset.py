@@ -56,7 +56,7 @@ class FakeRunner:
             r2 = np.sum((d @ structure.lattice.matrix) ** 2, axis=-1)
             values += np.exp(-r2 / 0.3)
         values = 0.98 * values / (1.0 + values)
-        record = {"qe_version": "fake", "settings": settings.to_dict(), "pseudopotential": {"name": "fake"},
+        record = {"qe_version": "fake", "settings": settings.to_dict(), "pseudopotentials": {"H": {"name": "fake"}},
                   "kmesh": [1, 1, 1], "pw_input": "fake", "pp_input": "fake",
                   "scf": {"scf_converged": True, "scf_iterations": 3, "wall_s": 0.1}, "pp": {"wall_s": 0.1},
                   "elf": {"shape": list(shape), "min": float(values.min()), "max": float(values.max())}, "rescaled": False}

@@ -139,7 +139,7 @@ def test_tiny_elf_is_bounded_and_one_at_the_h2_bond_centre(tmp_path):
     assert v[n[0], n[1], n[2]] < 0.5
     assert record["scf"]["scf_converged"] and record["qe_version"]
     assert "plot_num = 8" in record["pp_input"] and "ecutwfc = 30.0" in record["pw_input"]
-    assert record["pseudopotential"]["kind"].startswith("norm-conserving")
+    assert record["pseudopotentials"]["H"]["kind"].startswith("norm-conserving")
     assert record["scf"]["wall_s"] > 0 and record["pp"]["wall_s"] > 0
     assert not (tmp_path / "run" / "tmp").exists()  # QE scratch removed
 
@@ -162,7 +162,7 @@ def test_fallback_pseudopotential_from_ld1(tmp_path):
     again = find_pseudopotential(tmp_path, allow_debian=False)  # cached
     assert again.sha256 == pseudo.sha256
     grid, record = elf_of(pa3_h2(), TINY, pseudo=pseudo)
-    assert record["pseudopotential"]["source"] == "ld1.x"
+    assert record["pseudopotentials"]["H"]["source"] == "ld1.x"
     assert 0.0 <= grid.values.min() and grid.values.max() <= 1.0 and grid.values[0, 0, 0] > 0.97
 
 
@@ -179,7 +179,7 @@ def test_relax_then_elf_reaches_the_target_pressure():
     assert rel["bfgs_converged"] and rel["pressure_bfgs_gpa"] == pytest.approx(100.0, abs=0.5)
     # the final SCF in the new cell (fresh G-vectors) differs by the Pulay stress, large at 30 Ry
     assert rel["pressure_gpa"] == pytest.approx(100.0, abs=10.0)
-    assert "projector" in rel["pseudopotential"]["kind"]
+    assert "projector" in rel["pseudopotentials"]["H"]["kind"]
     assert grid.structure.volume != pytest.approx(s.volume, rel=1e-3)  # the ELF is of the relaxed cell
     assert record["structure"]["volume_a3"] == pytest.approx(grid.structure.volume, rel=1e-6)
     assert 0.0 <= grid.values.min() and grid.values.max() <= 1.0
