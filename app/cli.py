@@ -3,6 +3,11 @@
 JSON goes to stdout; messages and progress to stderr. Exit 0 on success, 2 when an input is unusable
 (the message names the input and the problem; stdout holds the result schema's error object);
 ``submit`` and ``watch`` exit 1 when a structure failed or none was found (``app/batch.py``).
+
+Start-up: only argparse and the light ``elfscreen.model`` modules are imported here; each command
+imports what it needs when it runs (``topology`` never imports torch), and the arguments of
+``dataset`` and ``analyze`` (whose choices come from heavy modules) are added only when that command is
+the one being run. The command's process then sizes its thread pools (:mod:`elfscreen.model.threads`).
 """
 from __future__ import annotations
 
@@ -48,7 +53,10 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     _add_result_options(p)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of ``command``'s arguments; other subcommands are listed with their help line
+    (with ``command=None`` every subcommand's arguments are added)."""
+    full = command is None
     p = argparse.ArgumentParser(prog="elfscreen", description="ELF topology screening of hydrogen-rich crystals.")
     p.add_argument("--version", action="version", version=f"elfscreen {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -77,9 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_result_options(sc)
 
     ds = sub.add_parser("dataset", help="generate DFT ELF datasets with Quantum ESPRESSO (resumable)")
-    from elfscreen.app import dataset_cli
+    if full or command == "dataset":  # its choices come from model.dataset (pymatgen, scipy: ~1 s to import)
+        from elfscreen.app import dataset_cli
 
-    dataset_cli.add_arguments(ds)
+        dataset_cli.add_arguments(ds)
 
     tr = sub.add_parser("train", help="train an ELF model ensemble on dataset folders")
     tr.add_argument("--data", nargs="+", required=True, help="dataset folders (elfscreen dataset generate)")
@@ -102,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="analyses of a predicted ELF against DFT (residual: the paper's Fig. 2)",
                         description="Analyses of a model's ELF against a DFT reference.")
-    _add_residual_arguments(an)
+    if full or command == "analyze":
+        _add_residual_arguments(an)
 
     sv = sub.add_parser("serve", help="run the HTTP screening service (in-process jobs, or Celery when ELFSCREEN_BROKER_URL is set)")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
@@ -383,8 +393,19 @@ COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serv
             "rank": _rank}
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word that is not an option (the top-level options
+    take no value). ``""`` when there is none (``--help``, ``--version``)."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(_command_of(argv)).parse_args(argv)
+    if args.command not in ("serve", "examples", "rank"):  # serve: its job processes size their own pools
+        from elfscreen.model.threads import configure_threads
+
+        configure_threads()
     try:
         if args.command == "examples":
             from elfscreen.model.pipeline import example_path, examples

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from elfscreen.model.threads import usable_cores  # affinity mask and cgroup quota: the cores a pool may fill
+
 
 def _env(name: str, default, cast=str):
     raw = os.environ.get(f"ELFSCREEN_{name}")
@@ -16,11 +18,6 @@ def _env(name: str, default, cast=str):
 
 def _flag(raw: str) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _keys(raw: str) -> frozenset[str]:

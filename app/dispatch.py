@@ -22,15 +22,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-import torch
 from pymatgen.core import Lattice, Structure
 
-from elfscreen.app.config import Settings, usable_cores
+from elfscreen.app.config import Settings
 from elfscreen.app.jobs import run_jobs
 from elfscreen.app.sandbox import fork_server, step_back
 from elfscreen.app.store import Store
 from elfscreen.model.errors import InputError
 from elfscreen.model.pipeline import get_model, model_path, screen_structure
+from elfscreen.model.threads import configure_threads, thread_count
 
 log = logging.getLogger("elfscreen.dispatch")
 GRACE_S = 5.0  # a queued job younger than this may still be on its way to the broker
@@ -123,9 +123,10 @@ _child: dict = {}
 
 def _start_child(settings: Settings, model: str) -> None:
     """A job process starts: the server's model (named explicitly: the fork server's environment is the
-    one it started with), its own store connections, a share of the cores for torch."""
+    one it started with), its own store connections, an equal share of the server's threads for every
+    compute pool (torch, numba, BLAS; :mod:`elfscreen.model.threads`)."""
     os.environ["ELFSCREEN_MODEL"] = model
-    torch.set_num_threads(max(1, usable_cores() // max(1, settings.embedded_workers)))
+    configure_threads(max(1, thread_count() // max(1, settings.embedded_workers)))
     _child.update(settings=settings, store=Store(settings.db_url))
     try:
         elf_model, _ = get_model(settings.device)

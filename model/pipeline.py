@@ -7,16 +7,19 @@ import time
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from elfscreen.model.errors import GridError, InputError
-from elfscreen.model.network import CheckpointError, ElfModel, file_sha256
-from elfscreen.model.predict import DEFAULT_SPACING_A, Prediction, predict_grid
 from elfscreen.model.result import GridInfo, ScreeningResult, build_result
 from elfscreen.model.tc import estimate_tc
 from elfscreen.model.topology import analyze
 from elfscreen.model.volumetric import ElfGrid, guess_grid_format, read_grid
+
+if TYPE_CHECKING:  # torch is imported by the functions that predict, never by a grid's topology
+    from elfscreen.model.network import ElfModel
+    from elfscreen.model.predict import Prediction
 
 COARSE_GRID_A = 0.15  # Å; coarser grids get a warning (the sweep's resolution error grows with spacing)
 
@@ -91,6 +94,11 @@ def model_path(path: str | Path | None = None) -> Path:
 
 def load_model(path: str | Path | None = None, device: str | None = None) -> ElfModel:
     """The ELF model at :func:`model_path` (``path``, ``$ELFSCREEN_MODEL`` or the shipped one)."""
+    from elfscreen.model.network import CheckpointError, ElfModel
+    from elfscreen.model.threads import configure_threads, configured
+
+    if configured():  # torch is imported now: give it the pool size this process chose
+        configure_threads()
     path = model_path(path)
     if not path.exists():
         if path.parent == WEIGHTS_DIR:
@@ -108,6 +116,8 @@ _model_lock = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _cached_model(device: str | None) -> tuple[ElfModel, str]:
+    from elfscreen.model.network import file_sha256
+
     path = model_path()
     model = load_model(None, device)
     return model, f"{model.model_version}:{file_sha256(path)[:16]}"
@@ -125,11 +135,14 @@ def forget_model() -> None:
     _cached_model.cache_clear()
 
 
-def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float = DEFAULT_SPACING_A,
+def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float | None = None,
                      device: str | None = None, timings_s: dict | None = None, **options) -> ScreeningResult:
     """Predict the ELF of ``structure`` and screen it: φ, φ*, Tc, ensemble uncertainty, provenance.
-    ``options`` are those of :func:`screen_prediction`."""
-    pred = predict_grid(structure, model, shape=shape, spacing_a=spacing_a, device=device, name=name)
+    ``spacing_a`` defaults to :data:`~elfscreen.model.predict.DEFAULT_SPACING_A`; ``options`` are those of
+    :func:`screen_prediction`."""
+    from elfscreen.model.predict import DEFAULT_SPACING_A, predict_grid
+
+    pred = predict_grid(structure, model, shape=shape, spacing_a=DEFAULT_SPACING_A if spacing_a is None else spacing_a, device=device, name=name)
     return screen_prediction(pred, model, timings_s=timings_s, **options)
 
 

@@ -9,7 +9,6 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, Field
 from pymatgen.core import Structure
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from elfscreen.model import __version__
 from elfscreen.model.tc import TcEstimate
@@ -79,7 +78,11 @@ class ScreeningResult(BaseModel):
 
 def spacegroup_symbol(structure: Structure) -> str:
     try:
-        return SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_symbol()
+        # spglib itself, as pymatgen's SpacegroupAnalyzer (same tolerances) calls it: that module imports scipy (~0.2 s)
+        import spglib
+
+        cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
+        return spglib.get_symmetry_dataset(cell, symprec=SYMPREC, angle_tolerance=5.0).international
     except Exception:  # spglib can fail on pathological cells; the rest of the result still stands
         return "unknown"
 

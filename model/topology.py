@@ -15,13 +15,16 @@ nearby to the right kind of point; otherwise the grid value is kept and the resu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pymatgen.core import Structure
 
 from elfscreen.model.fourier import FourierField
 from elfscreen.model.sweep import EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR, sweep
 from elfscreen.model.volumetric import ElfGrid
+
+if TYPE_CHECKING:
+    from pymatgen.core import Structure
 
 ATTRACTOR_RADIUS_A = 0.7 * 0.529177210903  # 0.7 bohr
 MAX_LISTED = 64  # critical points listed (and refined); counts cover all of them

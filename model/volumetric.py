@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from pymatgen.core import Element, Lattice, Structure
-from pymatgen.io.vasp import Poscar
 
 from elfscreen.model.errors import GridError
 
@@ -181,6 +180,8 @@ def _elfcar_header(lines: list[str], name: str):
     if lines[coord_line].strip().lower().startswith("s"):
         coord_line += 1
     end = coord_line + 1 + n_atoms
+    from pymatgen.io.vasp import Poscar  # here: pymatgen.io.vasp imports scipy (~0.8 s), cube files need none of it
+
     try:
         poscar = Poscar.from_str("\n".join(lines[:end]) + "\n")
     except Exception as exc:
@@ -264,6 +265,8 @@ def _cube_text(grid: ElfGrid, digits: int) -> str:
 
 
 def _elfcar_text(grid: ElfGrid, digits: int) -> str:
+    from pymatgen.io.vasp import Poscar
+
     header = Poscar(grid.structure, comment=grid.name).get_str(significant_figures=12)
     n1, n2, n3 = grid.shape
     flat = grid.values.transpose(2, 1, 0).reshape(1, -1)  # i fastest

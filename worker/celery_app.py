@@ -7,13 +7,19 @@ and ``ELFSCREEN_GPU_BATCH`` to ``gpu`` (:data:`BATCH_TASK`: predicted as one bat
 at-least-once: a message is acknowledged only after its jobs ran (``acks_late``), and given back when
 the worker process dies (``reject_on_worker_lost``); the store's claim makes a second delivery harmless,
 and its reservations let the sweep re-send the jobs of a message whose worker died.
+
+Threads: the default concurrency is the usable cores (affinity mask, cgroup quota; not the machine's
+count), and each worker process gets an equal share of :func:`~elfscreen.model.threads.thread_count`
+for torch, numba and BLAS (``ELFSCREEN_THREADS`` overrides the total).
 """
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init, worker_process_init
 from kombu import Queue
 
 from elfscreen.app.config import Settings
+from elfscreen.model.threads import configure_threads, thread_count, usable_cores
 
 TASK_NAME = "elfscreen.screen"  # one job id (messages published before batching)
 MANY_TASK = "elfscreen.screen_many"  # a list of job ids, run one after another
@@ -43,8 +49,22 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_max_retries=None,  # a worker outlives a Redis restart
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_send_task_events=False,
+        worker_concurrency=usable_cores(),  # `-c N` overrides
     )
     return app
+
+
+@worker_init.connect
+def _share_threads(sender=None, **_) -> None:
+    """The worker's main process: each of its ``concurrency`` processes gets an equal share of the threads
+    (set here, inherited by the forked pool processes; a solo pool runs the jobs in this process)."""
+    concurrency = getattr(sender, "concurrency", None) or 1
+    configure_threads(max(1, thread_count() // concurrency))
+
+
+@worker_process_init.connect
+def _apply_threads(**_) -> None:
+    configure_threads()  # the share chosen in the main process, applied to the libraries loaded by now
 
 
 app = make_app(Settings.from_env())
