@@ -14,7 +14,7 @@ import numpy as np
 from elfscreen.model.errors import GridError, InputError
 from elfscreen.model.result import GridInfo, ScreeningResult, build_result
 from elfscreen.model.tc import estimate_tc
-from elfscreen.model.topology import analyze
+from elfscreen.model.topology import Topology, analyze, values_at_events
 from elfscreen.model.volumetric import ElfGrid, guess_grid_format, read_grid
 
 if TYPE_CHECKING:  # torch is imported by the functions that predict, never by a grid's topology
@@ -40,8 +40,9 @@ def examples() -> list[str]:
 def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_model: str = "belli2021",
                   refine: bool = True, min_persistence: float = 0.005, rescaled_qe: bool = False,
                   timings_s: dict[str, float] | None = None, warnings: list[str] = (),
-                  uncertainty: dict | None = None, model: ElfModel | None = None, device: str = "cpu") -> ScreeningResult:
-    """Topology, Tc and provenance of an ELF grid (values must be ELF, in [0, 1])."""
+                  members: np.ndarray | None = None, model: ElfModel | None = None, device: str = "cpu") -> ScreeningResult:
+    """Topology, Tc and provenance of an ELF grid (values must be ELF, in [0, 1]). ``members`` (M, N1, N2, N3):
+    the ensemble members' ELF when ``grid`` is their mean, for the uncertainty (:func:`member_spread`)."""
     lo, hi = float(grid.values.min()), float(grid.values.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise GridError(grid.name, f"values span {lo:.4g}…{hi:.4g}, outside [0, 1]: not an ELF (a CHGCAR or density?)")
@@ -50,6 +51,11 @@ def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_
     topo = analyze(grid, refine=refine, min_persistence=min_persistence)
     timings["topology"] = time.perf_counter() - start
     tc = estimate_tc(topo.phi, topo.h_fraction, h_dos, tc_model, topo.phi_star)
+    uncertainty = None
+    if members is not None and len(members) > 1:
+        start = time.perf_counter()
+        uncertainty = member_spread(grid, members, topo, h_dos=h_dos, tc_model=tc_model, refine=refine)
+        timings["uncertainty"] = time.perf_counter() - start
     warnings = list(warnings)
     if topo.n_h == 0:
         warnings.append("the structure holds no hydrogen: φ* and H_f are not meaningful")
@@ -148,23 +154,36 @@ def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spaci
 
 def screen_prediction(pred: Prediction, model: ElfModel, *, h_dos: float | None = None, tc_model: str = "belli2021",
                       refine: bool = True, min_persistence: float = 0.005, timings_s: dict | None = None) -> ScreeningResult:
-    """Screen a predicted grid (from :func:`~elfscreen.model.predict.predict_grid` with ``model``)."""
-    structure, name = pred.grid.structure, pred.grid.name
+    """Screen a predicted grid (from :func:`~elfscreen.model.predict.predict_grid` with ``model``): the
+    mean's topology, and the members' spread from :func:`member_spread`."""
     timings = {**(timings_s or {}), **pred.timings_s}
-    warnings = _model_warnings(structure, model)
-    uncertainty = None
-    if len(model.members) > 1:
-        phis, tcs = [], []
-        for member in pred.members:
-            topo = analyze(ElfGrid(structure, member.astype(np.float64), name), refine=refine, min_persistence=min_persistence)
-            phis.append(np.nan if topo.phi is None else topo.phi)
-            raw = estimate_tc(topo.phi, topo.h_fraction, h_dos, tc_model, topo.phi_star).raw_k
-            tcs.append(np.nan if raw is None else raw)
-        uncertainty = {"phi_std": float(np.nanstd(phis)), "tc_std_k": float(np.nanstd(tcs)),
-                       "elf_std_mean": float(pred.spread.mean()), "members": len(model.members)}
     return grid_topology(pred.grid, source="predicted", h_dos=h_dos, tc_model=tc_model, refine=refine,
-                         min_persistence=min_persistence, timings_s=timings, warnings=warnings,
-                         uncertainty=uncertainty, model=model, device=pred.device)
+                         min_persistence=min_persistence, timings_s=timings,
+                         warnings=_model_warnings(pred.grid.structure, model),
+                         members=pred.members if len(model.members) > 1 else None, model=model, device=pred.device)
+
+
+def member_spread(mean: ElfGrid, members: np.ndarray, topo: Topology, *, h_dos: float | None = None,
+                  tc_model: str = "belli2021", refine: bool = True) -> dict:
+    """Ensemble uncertainty of φ, φ* and Tc: each member's φ and φ* read at the critical points where the
+    mean ``topo`` has them (:func:`~elfscreen.model.topology.values_at_events`, one Newton refinement per
+    member and event instead of a full analysis per member), population standard deviations over the
+    members (NaN members, with no such event, left out), and the mean per-point ELF spread."""
+    phis, stars, tcs = [], [], []
+    for values in members:
+        at = values_at_events(ElfGrid(mean.structure, values.astype(np.float64), mean.name), topo, refine=refine)
+        phis.append(np.nan if at["phi"] is None else at["phi"])
+        stars.append(np.nan if at["phi_star"] is None else at["phi_star"])
+        raw = estimate_tc(at["phi"], topo.h_fraction, h_dos, tc_model, at["phi_star"]).raw_k
+        tcs.append(np.nan if raw is None else raw)
+    return {"phi_std": _nanstd(phis), "phi_star_std": _nanstd(stars), "tc_std_k": _nanstd(tcs),
+            "elf_std_mean": float(members.std(axis=0).mean()), "members": len(members),
+            "method": "members at the mean's critical points"}
+
+
+def _nanstd(x: list[float]) -> float | None:
+    x = np.asarray(x, dtype=float)
+    return float(np.nanstd(x)) if np.isfinite(x).any() else None
 
 
 def _model_warnings(structure, model: ElfModel) -> list[str]:

@@ -204,25 +204,53 @@ def _critical_point_entries(flat: np.ndarray, result, min_persistence: float):
     return entries[:MAX_LISTED], counts
 
 
-def _refine_voxels(grid: ElfGrid, voxels: np.ndarray, n_negative: np.ndarray, refine: bool):
+def values_at_events(grid: ElfGrid, topo: Topology, *, refine: bool = True) -> dict[str, float | None]:
+    """φ and φ* of another field on the same grid and structure (an ensemble member), read at the
+    critical points where :func:`analyze` found them on ``topo``'s field (the ensemble mean).
+
+    Each event's value is the critical point of ``grid``'s Fourier interpolant that Newton reaches from
+    the mean's refined point (same kind: bond saddle, or maximum for a birth), accepted under the same
+    rule as :func:`analyze`; otherwise ``grid``'s value at the event voxel. No sweep: this assumes the
+    member's bottleneck is the mean's one, which holds while the members differ by less than the gap
+    to the next-highest competing saddle (``bench/ensemble.py`` measures the agreement with a full
+    :func:`analyze` of each member). ``None`` where ``topo`` has no such event.
+    """
+    events = {"phi": topo.bottleneck, "phi_star": topo.molecular_bottleneck}
+    found = {k: ev for k, ev in events.items() if ev is not None}
+    out: dict[str, float | None] = dict.fromkeys(events)
+    if not found:
+        return out
+    voxels = np.array([np.ravel_multi_index(tuple(ev.voxel), grid.shape) for ev in found.values()], dtype=np.int64)
+    n_negative = np.array([3 if ev.kind == "birth" else 2 for ev in found.values()])
+    starts = np.array([ev.frac for ev in found.values()], dtype=float)
+    points = _refine_voxels(grid, voxels, n_negative, refine, starts=starts)
+    for key, (_, value, _) in zip(found, points):
+        out[key] = value
+    return out
+
+
+def _refine_voxels(grid: ElfGrid, voxels: np.ndarray, n_negative: np.ndarray, refine: bool,
+                   starts: np.ndarray | None = None):
     """(frac, value, refined) for each flat voxel index: the critical point of the Fourier interpolant
-    that Newton reaches from the voxel, or the voxel itself when refinement is off or fails."""
+    that Newton reaches from the voxel (or from ``starts``, fractional (P, 3), near it), or the voxel
+    itself when refinement is off or fails."""
     shape = np.array(grid.shape)
-    starts = np.array([np.unravel_index(v, grid.shape) for v in voxels]).reshape(-1, 3) / shape
+    centres = np.array([np.unravel_index(v, grid.shape) for v in voxels]).reshape(-1, 3) / shape
+    starts = centres if starts is None else np.asarray(starts, dtype=float).reshape(-1, 3)
     start_values = grid.values.ravel()[voxels]
     if not refine or not len(voxels):
-        return [(f, float(v), False) for f, v in zip(starts, start_values)]
+        return [(f, float(v), False) for f, v in zip(centres, start_values)]
     lattice = grid.structure.lattice.matrix
     voxel_diag = float(np.linalg.norm(lattice / shape[:, None], axis=1).sum())
     cps = FourierField(grid.values, lattice).refine(starts, start_values, n_negative, max_shift_a=voxel_diag)
     out = []
-    for v, start, cp in zip(voxels, starts, cps):
+    for v, centre, cp in zip(voxels, centres, cps):
         ijk = np.array(np.unravel_index(v, grid.shape))
         # Newton may reach a critical point that this voxel does not resolve (further than one step away in ELF)
         if cp.refined and abs(cp.value - grid.values[tuple(ijk)]) <= 2 * _local_step(grid.values, ijk) + 1e-9:
             out.append((cp.frac, cp.value, True))
         else:
-            out.append((start, float(grid.values[tuple(ijk)]), False))
+            out.append((centre, float(grid.values[tuple(ijk)]), False))
     return out
 
 

@@ -14,7 +14,7 @@ from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
 from elfscreen.model.network import CheckpointError, ElfModel
 from elfscreen.model.pipeline import screen_structure
 from elfscreen.model.predict import grid_shape, predict_grid
-from elfscreen.model.topology import analyze
+from elfscreen.model.topology import analyze, values_at_events
 from elfscreen.model.volumetric import ElfGrid, read_grid
 
 
@@ -90,9 +90,11 @@ def test_screen_result_carries_uncertainty_provenance_and_warnings(ensemble):
     structure, shape = small_structure("Ca"), (14, 14, 16)
     result = screen_structure(structure, "cah6", model, shape=shape)
     assert result.uncertainty is not None and result.uncertainty["members"] == 3
-    # the spread is that of the members' own φ and ELF, recomputed here member by member
+    # the spread is that of the members' φ read at the mean's critical points and of their ELF, recomputed
+    # here member by member (against a full analysis of each member: test_ensemble.py, bench/ensemble.py)
     pred = predict_grid(structure, model, shape=shape)
-    phis = [analyze(ElfGrid(structure, m.astype(np.float64), "m")).phi for m in pred.members]
+    mean = analyze(pred.grid)
+    phis = [values_at_events(ElfGrid(structure, m.astype(np.float64), "m"), mean)["phi"] for m in pred.members]
     assert result.uncertainty["phi_std"] == pytest.approx(np.nanstd([np.nan if p is None else p for p in phis]), abs=1e-9)
     assert result.uncertainty["elf_std_mean"] == pytest.approx(float(pred.spread.mean()), rel=1e-6)
     prov = result.provenance
