@@ -406,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         from elfscreen.model.threads import configure_threads
 
         configure_threads()
+        if "ELFSCREEN_SWEEP_KERNEL" not in os.environ:  # one-off, single-threaded: the precompiled kernel
+            from elfscreen.model.sweep import use_kernel  # (no numba import; see model.sweep)
+
+            use_kernel("aot")
     try:
         if args.command == "examples":
             from elfscreen.model.pipeline import example_path, examples
