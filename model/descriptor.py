@@ -26,12 +26,22 @@ import torch
 from pymatgen.core import Structure
 from scipy.spatial import cKDTree
 
+from elfscreen.model.elements import PROPERTIES, PROPERTY_NAMES, UnsupportedElementError, embedding
+
 GROUP_A = 0.3  # edge of the spatial cells that group points (Å)
 
 
 @dataclass(frozen=True)
 class DescriptorParams:
-    """Descriptor parameters; ``sigma_a`` defaults to 0.75·r_cut/(n_radial − 1) as the spec pins."""
+    """Descriptor parameters; ``sigma_a`` defaults to 0.75·r_cut/(n_radial − 1) as the spec pins.
+
+    Without ``embedding`` (paper-v1) the atoms of ``species`` form one density channel, all of weight 1.
+    With ``embedding`` (names from ``model.elements.PROPERTY_NAMES``) there are 1 + len(embedding)
+    channels: H atoms (weight 1), then one channel per property in which every other atom weighs its
+    element's property; ``species`` lists the elements allowed (any other is an
+    :class:`UnsupportedElementError`). Power spectra: each channel with itself (n ≤ n') and H with each
+    property channel (all n, n'); see ``channel_pairs`` and docs/DESCRIPTOR.md.
+    """
 
     r_cut_a: float = 3.0
     n_radial: int = 10
@@ -39,29 +49,68 @@ class DescriptorParams:
     sigma_a: float | None = None
     species: tuple[str, ...] = ("H",)
     name: str = "paper-v1"
+    embedding: tuple[str, ...] = ()
 
     @property
     def sigma(self) -> float:
         return self.sigma_a if self.sigma_a is not None else 0.75 * self.r_cut_a / (self.n_radial - 1)
 
     @property
+    def n_channels(self) -> int:
+        return 1 + len(self.embedding)
+
+    @property
+    def channel_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(a, b) channel pairs of the power spectrum, in feature order within each l block."""
+        a = range(self.n_channels)
+        return tuple((c, c) for c in a) + tuple((0, c) for c in a if c)
+
+    @property
     def n_features(self) -> int:
-        return (self.l_max + 1) * self.n_radial * (self.n_radial + 1) // 2
+        n = self.n_radial
+        per_l = sum(n * (n + 1) // 2 if a == b else n * n for a, b in self.channel_pairs)
+        return (self.l_max + 1) * per_l
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["sigma_a"] = self.sigma
         d["species"] = list(self.species)
+        d["embedding"] = list(self.embedding)
         d["n_features"] = self.n_features
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DescriptorParams":
         return cls(r_cut_a=float(d["r_cut_a"]), n_radial=int(d["n_radial"]), l_max=int(d["l_max"]),
-                   sigma_a=float(d["sigma_a"]), species=tuple(d["species"]), name=str(d.get("name", "custom")))
+                   sigma_a=float(d["sigma_a"]), species=tuple(d["species"]), name=str(d.get("name", "custom")),
+                   embedding=tuple(d.get("embedding", ())))
 
 
 PAPER_V1 = DescriptorParams()
+# species-aware: H + two element-property channels, 7 radial functions (σ 0.375 Å), 546 features
+HYDRIDE_V1 = DescriptorParams(n_radial=7, species=tuple(PROPERTIES), name="hydride-v1", embedding=PROPERTY_NAMES)
+DESCRIPTORS = {p.name: p for p in (PAPER_V1, HYDRIDE_V1)}
+
+
+def atom_channels(structure: Structure, params: DescriptorParams) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fractional positions in [0, 1) of the atoms the descriptor sees, and their channel weights
+    (n_atoms, n_channels), or None for paper-v1's single channel of weight 1. Raises
+    :class:`UnsupportedElementError` for an element outside a species-aware descriptor's table."""
+    symbols = [site.specie.symbol for site in structure]
+    frac = np.array([site.frac_coords for site in structure], dtype=float).reshape(-1, 3) % 1.0
+    if not params.embedding:
+        keep = np.array([s in params.species for s in symbols], dtype=bool)
+        return frac[keep], None
+    unknown = sorted(set(symbols) - set(params.species))
+    if unknown:
+        raise UnsupportedElementError(f"structure {structure.composition.reduced_formula}", unknown, params.species)
+    weights = np.zeros((len(symbols), params.n_channels))
+    for i, s in enumerate(symbols):
+        if s == "H":
+            weights[i, 0] = 1.0
+        else:
+            weights[i, 1:] = embedding(s, params.embedding)
+    return frac, weights
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -102,11 +151,10 @@ def real_spherical_harmonics(unit: torch.Tensor, l_max: int) -> torch.Tensor:
     return torch.stack(out, dim=-1)
 
 
-def _images(structure: Structure, species: tuple[str, ...], reach_a: float) -> np.ndarray:
-    """Cartesian positions (Å) of the atoms of ``species`` and all their images that can lie within
-    ``reach_a`` of a point of the unit cell."""
-    lattice = structure.lattice.matrix
-    sites = np.array([site.frac_coords % 1.0 for site in structure if site.specie.symbol in species]).reshape(-1, 3)
+def _images(lattice: np.ndarray, sites: np.ndarray, reach_a: float) -> np.ndarray:
+    """Cartesian positions (Å) of the atoms at fractional ``sites`` (in [0, 1)) and all their images that
+    can lie within ``reach_a`` of a point of the unit cell; image-major, so site i of image s is row
+    s·len(sites) + i."""
     recip = np.linalg.norm(np.linalg.inv(lattice), axis=0)  # 1/(plane spacing) per lattice direction
     n = np.ceil(reach_a * recip).astype(int) + 1  # atoms and points both lie anywhere in [0, 1)
     shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in n], indexing="ij"), -1).reshape(-1, 3)
@@ -177,7 +225,8 @@ def iter_describe(structure: Structure, frac_points: np.ndarray, params: Descrip
     hi = np.maximum.reduceat(sorted_cart, starts, axis=0)
     centres, radii = (lo + hi) / 2, np.linalg.norm(hi - lo, axis=1) / 2
     # candidate atoms of each group: every image within r_cut of some point of the group
-    atoms = _images(structure, params.species, rc + GROUP_A * math.sqrt(3))
+    sites, weights = atom_channels(structure, params)
+    atoms = _images(structure.lattice.matrix, sites, rc + GROUP_A * math.sqrt(3))
     n_atoms = len(atoms)
     far = 10.0 * rc + float(np.abs(cart).max()) + 1.0
     atoms = np.vstack([atoms, [[far, far, far]]])  # index n_atoms pads neighbour lists, out of reach
@@ -196,11 +245,13 @@ def iter_describe(structure: Structure, frac_points: np.ndarray, params: Descrip
     counts_t = torch.as_tensor(counts, device=dev)
     mu = torch.linspace(0.0, rc, params.n_radial, dtype=dtype, device=dev)[None, :, None]
     to_harmonics = torch.as_tensor(_harmonics_from_monomials(params.l_max), dtype=dtype, device=dev)
-    n = params.n_radial
-    triu = torch.triu_indices(n, n)
-    flat_triu = (triu[0] * n + triu[1]).to(dev)
+    n, n_ch = params.n_radial, params.n_channels
+    if weights is not None:  # per image (image-major, as _images), a zero row for the padding atom
+        weights_t = torch.as_tensor(np.vstack([np.tile(weights, (n_atoms // max(1, len(sites)), 1)),
+                                               np.zeros((1, n_ch))]), dtype=dtype, device=dev)
     zero = torch.zeros((), dtype=dtype, device=dev)
-    bytes_per_point = neighbours.shape[1] * (9 + 2 * n + 2 * to_harmonics.shape[0]) * torch.finfo(dtype).bits // 8
+    bytes_per_point = (neighbours.shape[1] * (9 + 2 * n * n_ch + 2 * to_harmonics.shape[0] + n_ch)
+                       * torch.finfo(dtype).bits // 8)
     step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // max(1, bytes_per_point))))
     for a in range(0, len(order), step):
         b = min(len(order), a + step)
@@ -215,11 +266,31 @@ def iter_describe(structure: Structure, frac_points: np.ndarray, params: Descrip
         inv_r = torch.where(r >= 1e-8, r.reciprocal(), zero)  # an atom on the point: l = 0 only
         # clamping keeps padding atoms out of exp()'s slow path; their cutoff weight is 0 anyway
         radial = (r.clamp(max=rc)[:, None, :] - mu).square_().mul_(-0.5 / params.sigma**2).exp_().mul_(cutoff[:, None, :])
+        if weights is not None:  # (p, n_ch·n, K): channel a's radial functions times each atom's weight
+            w = weights_t.index_select(0, cand).view(p, k, n_ch).transpose(1, 2)
+            radial = (w[:, :, None, :] * radial[:, None, :, :]).reshape(p, n_ch * n, k)
         mono = _monomial_planes(dx * inv_r, dy * inv_r, dz * inv_r, params.l_max)  # (p, n_mono, K)
-        c = torch.bmm(radial, mono.transpose(1, 2)) @ to_harmonics  # (p, n, (l_max+1)²)
-        blocks = [torch.bmm(cl, cl.transpose(1, 2)).view(p, -1).index_select(1, flat_triu)
-                  for cl in (c[:, :, l * l : (l + 1) ** 2] for l in range(params.l_max + 1))]
-        yield order[a:b], torch.cat(blocks, dim=1)
+        c = torch.bmm(radial, mono.transpose(1, 2)) @ to_harmonics  # (p, n_ch·n, (l_max+1)²)
+        yield order[a:b], power_spectrum(c, params)
+
+
+def power_spectrum(c: torch.Tensor, params: DescriptorParams) -> torch.Tensor:
+    """Features (p, n_features) from coefficients c (p, n_channels·n_radial, (l_max+1)²), channel-major:
+    blocks l = 0 … l_max, within each the channel pairs of ``params.channel_pairs`` (same channel:
+    n ≤ n' row-major upper triangle; two channels: all n, n' row-major)."""
+    p, n = c.shape[0], params.n_radial
+    triu = torch.triu_indices(n, n)
+    flat_triu = (triu[0] * n + triu[1]).to(c.device)
+    blocks = []
+    for l in range(params.l_max + 1):
+        cl = c[:, :, l * l : (l + 1) ** 2]
+        for a, b in params.channel_pairs:
+            ca = cl[:, a * n : (a + 1) * n]
+            if a == b:
+                blocks.append(torch.bmm(ca, ca.transpose(1, 2)).view(p, -1).index_select(1, flat_triu))
+            else:
+                blocks.append(torch.bmm(ca, cl[:, b * n : (b + 1) * n].transpose(1, 2)).reshape(p, -1))
+    return torch.cat(blocks, dim=1)
 
 
 def describe(structure: Structure, frac_points: np.ndarray, params: DescriptorParams = PAPER_V1,

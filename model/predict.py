@@ -15,11 +15,14 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from elfscreen.model.descriptor import iter_describe, pick_device
+from elfscreen.model.descriptor import DescriptorParams, iter_describe, pick_device
+from elfscreen.model.descriptor_grid import grid_memory_mb, iter_describe_grid, reciprocal_count
 from elfscreen.model.network import ElfModel
 from elfscreen.model.volumetric import ElfGrid
 
 DEFAULT_SPACING_A = 0.1
+GRID_PATH_MIN_RATIO = 0.3  # grid points per reciprocal vector above which the FFT path is faster (bench)
+GRID_PATH_MAX_MB = 1024.0  # largest coefficient array the FFT path may hold; larger grids go direct
 
 
 def grid_shape(structure: Structure, spacing_a: float = DEFAULT_SPACING_A) -> tuple[int, int, int]:
@@ -87,7 +90,7 @@ def predict_grids(structures: Sequence[Structure], model: ElfModel,
     n_members = len(model.members)
     members = [np.empty((n_members, math.prod(shape)), dtype=np.float32) for shape in sizes]
     # a suspended stream keeps its last chunk's working tensors: the memory cap is shared
-    streams = [iter_describe(s, _grid_points(shape), model.descriptor, dev, max_chunk_mb=max_chunk_mb / count)
+    streams = [_describe_stream(s, shape, model.descriptor, dev, max_chunk_mb / count)
                for s, shape in zip(structures, sizes)]
     t_desc, t_net = [0.0] * count, [0.0] * count
     live = list(range(count))
@@ -121,6 +124,23 @@ def predict_grids(structures: Sequence[Structure], model: ElfModel,
         grid = ElfGrid(structure, values.mean(axis=0).astype(np.float64), names[i])
         preds.append(Prediction(grid, values, str(dev), {"descriptor": t_desc[i], "network": t_net[i]}))
     return preds
+
+
+def use_grid_path(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams) -> bool:
+    """The FFT path (``descriptor_grid``) when the grid is fine enough for it to be faster (measured crossover:
+    ~0.3 grid points per reciprocal vector kept, i.e. spacings ≲ 0.12 Å) and its coefficients fit in
+    GRID_PATH_MAX_MB; else the direct method."""
+    points = math.prod(shape)
+    return (points >= GRID_PATH_MIN_RATIO * reciprocal_count(structure)
+            and grid_memory_mb(shape, params) <= GRID_PATH_MAX_MB)
+
+
+def _describe_stream(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams,
+                     device: torch.device, max_chunk_mb: float):
+    """(indices, features) chunks over the grid's points in C order, by the faster of the two paths."""
+    if use_grid_path(structure, shape, params):
+        return iter_describe_grid(structure, shape, params, device, max_chunk_mb=max_chunk_mb)
+    return iter_describe(structure, _grid_points(shape), params, device, max_chunk_mb=max_chunk_mb)
 
 
 def _grid_points(shape: tuple[int, int, int]) -> np.ndarray:

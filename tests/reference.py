@@ -1,5 +1,6 @@
-"""Independent, slow references for the tests: brute-force percolation, an analytic ELF-like field, and
-the published TcESTIME DFT grids (``tests/data/reference/``, GPL-3.0 test data; see its README).
+"""Independent, slow references for the tests: brute-force percolation, an analytic ELF-like field, the
+grid descriptor by the addition theorem in float64, and the published TcESTIME DFT grids
+(``tests/data/reference/``, GPL-3.0 test data; see its README).
 
 Percolation here never uses the product's sweep: each isovalue is labelled from scratch with
 scipy.ndimage (6-connectivity, non-periodic), components are joined across the periodic faces, and a
@@ -8,11 +9,13 @@ numpy. Thresholds come from a binary search over the grid's distinct values.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import eval_legendre
 
 BOHR_A = 0.529177210903
 TCESTIME = Path(__file__).parent / "data" / "reference"
@@ -147,3 +150,65 @@ def elf_like(lattice: np.ndarray, frac_sites: np.ndarray, cart_points: np.ndarra
 def elf_like_grid(lattice: np.ndarray, frac_sites: np.ndarray, shape, **kw) -> np.ndarray:
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
     return elf_like(lattice, frac_sites, (idx / np.array(shape)) @ lattice, **kw).reshape(shape)
+
+
+def descriptor_reference(structure, frac_points: np.ndarray, params, nearest_image_only: bool = False) -> np.ndarray:
+    """The descriptor by the addition theorem, float64, brute force over periodic images:
+    P^{ab,l}_nn' = (2l+1)/4π Σ_i Σ_j w_a(i) w_b(j) g_n(r_i) g_n'(r_j) P_l(cos θ_ij), in the feature order of
+    ``DescriptorParams.channel_pairs`` (same channel: n ≤ n'; two channels: all n, n'). Channel weights:
+    paper-v1, 1 for each atom of ``params.species``; species-aware, H → channel 0, any other atom → its
+    element's properties (``model.elements.PROPERTIES``) in channels 1…. With ``nearest_image_only``: the
+    authors' single rounded image per atom."""
+    from elfscreen.model.elements import PROPERTIES, PROPERTY_NAMES
+
+    lattice = structure.lattice.matrix
+    n_ch = 1 + len(params.embedding)
+    rows, weights = [], []
+    for site in structure:
+        el = site.specie.symbol
+        if not params.embedding:
+            if el in params.species:
+                rows.append(site.frac_coords)
+                weights.append([1.0])
+            continue
+        w = np.zeros(n_ch)
+        if el == "H":
+            w[0] = 1.0
+        else:
+            w[1:] = [PROPERTIES[el][PROPERTY_NAMES.index(name)] for name in params.embedding]
+        rows.append(site.frac_coords)
+        weights.append(w)
+    frac_atoms, weights = np.array(rows).reshape(-1, 3), np.array(weights).reshape(-1, n_ch)
+    rc, n = params.r_cut_a, params.n_radial
+    mu = np.linspace(0, rc, n)
+    reach = int(math.ceil(rc * np.linalg.norm(np.linalg.inv(lattice), axis=0).max())) + 1
+    rng = range(-reach, reach + 1)
+    shifts = np.array([(a, b, c) for a in rng for b in rng for c in rng])
+    iu = np.triu_indices(n)
+    pairs = [(a, a) for a in range(n_ch)] + [(0, a) for a in range(1, n_ch)]
+    out = []
+    for p in np.asarray(frac_points, dtype=float):
+        if nearest_image_only:
+            diff = frac_atoms - p
+            vecs, w = (diff - np.round(diff)) @ lattice, weights
+        else:
+            vecs = ((frac_atoms[None] + shifts[:, None]).reshape(-1, 3) - p) @ lattice
+            w = np.tile(weights, (len(shifts), 1))
+        r = np.linalg.norm(vecs, axis=1)
+        keep = r <= rc
+        vecs, r, w = vecs[keep], r[keep], w[keep]
+        g = np.exp(-((r[:, None] - mu) ** 2) / (2 * params.sigma**2)) * 0.5 * (np.cos(np.pi * r / rc) + 1)[:, None]
+        far = r >= 1e-8  # an atom on the point counts in l = 0 only
+        unit = vecs[far] / r[far, None]
+        cos = np.clip(unit @ unit.T, -1, 1)
+        feats = []
+        for l in range(params.l_max + 1):
+            for a, b in pairs:
+                ga, gb = g * w[:, a, None], g * w[:, b, None]
+                if l == 0:
+                    block = np.outer(ga.sum(0), gb.sum(0)) / (4 * np.pi)
+                else:
+                    block = (2 * l + 1) / (4 * np.pi) * ga[far].T @ eval_legendre(l, cos) @ gb[far]
+                feats.append(block[iu] if a == b else block.ravel())
+        out.append(np.concatenate(feats))
+    return np.array(out)

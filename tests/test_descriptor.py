@@ -1,53 +1,19 @@
 """The grid descriptor against a slow float64 reference (addition theorem) and its invariances."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
-from scipy.special import eval_legendre
 
 from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe, real_spherical_harmonics
+from reference import descriptor_reference
 
 
 def reference(structure: Structure, frac_points: np.ndarray, params: DescriptorParams = PAPER_V1,
               nearest_image_only: bool = False) -> np.ndarray:
-    """P^l_nn' = (2l+1)/4π Σ_i Σ_j g_n(r_i) g_n'(r_j) P_l(cos θ_ij), every H image within r_cut found
-    by brute force (or, with ``nearest_image_only``, the authors' single rounded image per atom)."""
-    lattice = structure.lattice.matrix
-    h = np.array([s.frac_coords for s in structure if s.specie.symbol == "H"])
-    rc, n = params.r_cut_a, params.n_radial
-    mu = np.linspace(0, rc, n)
-    reach = int(math.ceil(rc * np.linalg.norm(np.linalg.inv(lattice), axis=0).max())) + 1
-    shifts = np.array([(a, b, c) for a in range(-reach, reach + 1) for b in range(-reach, reach + 1) for c in range(-reach, reach + 1)])
-    iu = np.triu_indices(n)
-    out = []
-    for p in np.asarray(frac_points, dtype=float):
-        if nearest_image_only:
-            diff = h - p
-            vecs = (diff - np.round(diff)) @ lattice
-        else:
-            vecs = ((h[None] + shifts[:, None]).reshape(-1, 3) - p) @ lattice
-        r = np.linalg.norm(vecs, axis=1)
-        keep = r <= rc
-        vecs, r = vecs[keep], r[keep]
-        g = np.exp(-((r[:, None] - mu) ** 2) / (2 * params.sigma**2)) * 0.5 * (np.cos(np.pi * r / rc) + 1)[:, None]
-        far = r >= 1e-8
-        unit = vecs[far] / r[far, None]
-        cos = np.clip(unit @ unit.T, -1, 1)
-        feats = []
-        for l in range(params.l_max + 1):
-            if l == 0:  # P_0 = 1, and an atom on the point counts here too
-                block = np.outer(g.sum(0), g.sum(0)) / (4 * np.pi)
-            else:
-                gf = g[far]
-                block = (2 * l + 1) / (4 * np.pi) * gf.T @ eval_legendre(l, cos) @ gf
-            feats.append(block[iu])
-        out.append(np.concatenate(feats))
-    return np.array(out)
+    return descriptor_reference(structure, frac_points, params, nearest_image_only)
 
 
 def random_structure(lattice: Lattice, n_h: int, seed: int, extra: str | None = "Ca") -> Structure:

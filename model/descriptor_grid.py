@@ -1,0 +1,275 @@
+"""The descriptor on every point of a full grid, by periodic convolution: FFT + a short real-space core.
+
+The coefficients of ``model.descriptor`` are a periodic convolution of the atomic densities with the
+kernels K_nlm(r) = g_n(|r|)·Y_lm(r̂): c^a_nlm(x) = Σ_j w_a(j) K_nlm(r_j − x) over all images. On the grid
+point (i, j, k) at fractional (i/N1, j/N2, k/N3) this is, exactly,
+
+    c(x) = (1/V) Σ_G  S_a(G) · 4π i^l Y_lm(Ĝ) H_nl(|G|) · e^{iG·x},   S_a(G) = Σ_j w_a(j) e^{−iG·r_j},
+    H_nl(G) = ∫_0^r_cut g_n(r) j_l(G r) r² dr   (a 1-D Hankel transform, tabulated once, cubic interpolation)
+
+summed over every reciprocal vector; S is computed exactly for atoms anywhere (not spread on the grid),
+and the terms beyond the grid's own frequencies are folded onto it (aliasing is exact on grid points),
+so one inverse FFT of the grid's size per channel gives c everywhere. The sum must be cut at |G| ≤ G_cut,
+and K is not smooth: at r = 0 (Y_lm(r̂) has no limit when g_n(0) ≠ 0, so K̂ decays only as G⁻³) and at
+r_cut (the cutoff is C¹). The kernel is therefore split with a switch s(r) (C³, s = O(r⁶) at 0, 1 beyond
+CORE_RADIUS_A): K·s goes through the FFT, K·(1 − s), non-zero only within CORE_RADIUS_A of an atom, is
+added directly on the grid points near each atom (a few % of the pairs of the direct method). What is
+left is the r_cut kink, whose tail beyond G_CUT is below 1e-4 of the largest feature
+(``tests/test_descriptor_grid.py``, docs/DESCRIPTOR.md). Costs: S for |G| ≤ G_cut (atoms × reciprocal
+vectors, as matrix products), per channel one product and fold over those vectors and one FFT of the
+grid, then the core; it does not grow with the number of neighbours, the direct method does.
+
+The whole grid's coefficients are held (n_channels·n_radial·(l_max+1)² float32 per point: 360 bytes for
+paper-v1), features are produced chunk by chunk; :func:`grid_memory_mb` gives the size, so callers can
+fall back to the direct method for grids too large to hold.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Iterator
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+from scipy.special import spherical_jn
+
+from elfscreen.model.descriptor import (PAPER_V1, DescriptorParams, atom_channels, pick_device,
+                                        real_spherical_harmonics)
+
+CORE_RADIUS_A = 1.2  # the kernel's part within this radius of an atom is summed in real space
+G_CUT = 60.0  # Å⁻¹: reciprocal vectors kept (measured: max error ≤ 1e-4 of the largest feature, docs/DESCRIPTOR.md)
+CORE_THRESHOLD = 1e-6  # g_n(0) below which a radial function needs no core
+TABLE_REACH = 1.6  # the tables reach 1.6·G_CUT, for the tails that set the per-function cuts
+TABLE_STEP = 0.02  # Å⁻¹ between tabulated |G| of the Hankel transforms (cubic interpolation)
+
+
+def _switch(r2_over_core2):
+    """s(t) = 35t⁴ − 84t⁵ + 70t⁶ − 20t⁷ for t = (r / core)² clipped to [0, 1]: C³, 0 at r = 0, 1 beyond core."""
+    t = r2_over_core2.clip(0, 1) if isinstance(r2_over_core2, np.ndarray) else r2_over_core2.clamp(0, 1)
+    return t**4 * (35 + t * (-84 + t * (70 - 20 * t)))
+
+
+def _radial_np(r: np.ndarray, params: DescriptorParams) -> np.ndarray:
+    mu = np.linspace(0.0, params.r_cut_a, params.n_radial)
+    cut = 0.5 * (np.cos(np.pi * r / params.r_cut_a) + 1) * (r <= params.r_cut_a)
+    return np.exp(-((r[:, None] - mu) ** 2) / (2 * params.sigma**2)) * cut[:, None]
+
+
+def core_count(params: DescriptorParams) -> int:
+    """Radial functions that get the real-space core: those with g_n(0) ≥ CORE_THRESHOLD (μ_n near 0; the
+    μ_n are ascending, so they are the first ones). The others vanish at r = 0 to that accuracy, so their
+    kernel is smooth there and goes through the FFT whole."""
+    mu = np.linspace(0.0, params.r_cut_a, params.n_radial)
+    return int(np.sum(np.exp(-(mu**2) / (2 * params.sigma**2)) >= CORE_THRESHOLD))
+
+
+@lru_cache(maxsize=8)
+def _hankel_table(params: DescriptorParams, core_a: float, g_cut: float) -> np.ndarray:
+    """H_nl(G) of the FFT part (g_n·s for the first core_count(params) functions, g_n for the others) at
+    G = 0, TABLE_STEP, … ≥ g_cut + 2 steps: (n_G, l_max + 1, n_radial)."""
+    nodes, wts = np.polynomial.legendre.leggauss(256)
+    parts = []
+    for lo, hi, count in ((0.0, core_a, 1), (core_a, params.r_cut_a, 3)):  # s is smooth on each piece
+        for k in range(count):
+            a, b = lo + (hi - lo) * k / count, lo + (hi - lo) * (k + 1) / count
+            parts.append(((nodes + 1) * (b - a) / 2 + a, wts * (b - a) / 2))
+    r = np.concatenate([p[0] for p in parts])
+    w = np.concatenate([p[1] for p in parts])
+    smooth = _radial_np(r, params) * (w * r * r)[:, None]
+    smooth[:, : core_count(params)] *= _switch((r / core_a) ** 2)[:, None]
+    g = np.arange(int(math.ceil(TABLE_REACH * g_cut / TABLE_STEP)) + 3) * TABLE_STEP
+    return np.stack([spherical_jn(l, np.outer(g, r)) @ smooth for l in range(params.l_max + 1)], axis=1)
+
+
+@lru_cache(maxsize=8)
+def radial_cuts(params: DescriptorParams, core_a: float, g_cut: float) -> np.ndarray:
+    """|G| cut per radial function (Å⁻¹): the smallest at which its spectral tail, ∫_{G_n}^∞ Σ_l (2l+1)
+    H_nl(G)² G² dG (the mean square of its truncation error), is no larger than that of the worst function
+    at ``g_cut``. Functions that are smooth in space (small μ, no kink at r_cut) need far fewer G."""
+    table = _hankel_table(params, core_a, g_cut)
+    g = np.arange(len(table)) * TABLE_STEP
+    density = (table**2 * (2 * np.arange(params.l_max + 1) + 1)[None, :, None]).sum(1) * (g**2)[:, None]
+    tail = np.cumsum(density[::-1], axis=0)[::-1] * TABLE_STEP  # (n_G, n_radial): tail from G upwards
+    at_cut = int(round(g_cut / TABLE_STEP))
+    worst = tail[at_cut].max()
+    first = np.argmax(tail <= worst, axis=0)  # tail is decreasing in G
+    return np.minimum(first * TABLE_STEP, g_cut)
+
+
+def _interpolate(table: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Cubic (4-point Lagrange) interpolation of ``table`` (n_G, …) at |G| values ``g`` (TABLE_STEP apart)."""
+    x = g / TABLE_STEP
+    i = x.floor().long().clamp(1, table.shape[0] - 3)
+    t = (x - i).to(table.dtype)
+    w = torch.stack([-t * (t - 1) * (t - 2) / 6, (t + 1) * (t - 1) * (t - 2) / 2,
+                     -(t + 1) * t * (t - 2) / 2, (t + 1) * t * (t - 1) / 6], dim=-1)
+    flat = table.reshape(table.shape[0], -1)
+    out = w[:, :1] * flat[i - 1]
+    for k in range(1, 4):
+        out.addcmul_(w[:, k:k + 1], flat[i - 1 + k])
+    return out.view(len(g), *table.shape[1:])
+
+
+def grid_memory_mb(shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1) -> float:
+    """Float32 size (MiB) of the coefficients the grid path holds for a grid of ``shape``."""
+    return math.prod(shape) * params.n_channels * params.n_radial * (params.l_max + 1) ** 2 * 4 / 2**20
+
+
+def reciprocal_count(structure: Structure, g_cut: float = G_CUT) -> int:
+    """About how many reciprocal vectors have |G| ≤ g_cut (the grid path's cost besides the FFTs)."""
+    return int(structure.lattice.volume * g_cut**3 / (6 * math.pi**2))
+
+
+def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
+                      device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                      max_chunk_mb: float = 256.0, core_a: float = CORE_RADIUS_A,
+                      g_cut: float = G_CUT) -> torch.Tensor:
+    """c (n_channels·n_radial·(l_max+1)², N1·N2·N3) on ``device``: row (a·n_radial + n)·(l_max+1)² + lm
+    is channel a's c_nlm, column the grid point (i, j, k) in C order, at fractional (i/N1, j/N2, k/N3)."""
+    dev = pick_device(str(device) if device is not None else None)
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    shape = tuple(int(n) for n in shape)
+    n_points = math.prod(shape)
+    lattice = structure.lattice.matrix
+    volume = abs(float(np.linalg.det(lattice)))
+    sites, weights = atom_channels(structure, params)
+    weights = np.ones((len(sites), 1)) if weights is None else weights
+    n, n_ch, n_lm = params.n_radial, params.n_channels, (params.l_max + 1) ** 2
+    c = torch.zeros((n_ch * n * n_lm, n_points), dtype=dtype, device=dev)
+    if not len(sites):
+        return c
+
+    # reciprocal vectors G = 2π h·B with |G| ≤ g_cut (|h_d| ≤ g_cut·|a_d| / 2π)
+    recip = 2 * np.pi * np.linalg.inv(lattice).T
+    reach = np.floor(g_cut * np.linalg.norm(lattice, axis=1) / (2 * np.pi)).astype(int)
+    hs = [torch.arange(-m, m + 1, device=dev) for m in reach]
+    h = torch.stack(torch.meshgrid(*hs, indexing="ij"), -1).reshape(-1, 3)
+    gvec = h.to(torch.float64) @ torch.as_tensor(recip, device=dev)
+    gnorm = gvec.norm(dim=1)
+    keep = gnorm <= g_cut
+    # structure factors S_a(G) = Σ_j w_a(j) e^{−iG·r_j}, as products of per-axis phases over the box
+    frac = torch.as_tensor(sites, dtype=torch.float64, device=dev)
+    ph = [torch.exp(-2j * math.pi * frac[:, d, None] * hs[d].to(torch.float64)).to(cdtype) for d in range(3)]
+    w_t = torch.as_tensor(weights, device=dev).to(cdtype)
+    pair = (ph[0][:, :, None] * ph[1][:, None, :]).reshape(len(sites), -1)  # (atoms, b1·b2)
+    third = (ph[2][:, :, None] * w_t[:, None, :]).reshape(len(sites), -1)  # (atoms, b3·A)
+    s_g = (pair.T @ third).reshape(-1, n_ch)[keep]  # (n_G, A)
+    del pair, third
+    order = torch.argsort(gnorm[keep])  # by |G|: each radial function uses a prefix (its own cut)
+    s_g, h, gvec, gnorm = s_g[order], h[keep][order], gvec[keep][order], gnorm[keep][order]
+    cuts = torch.as_tensor(radial_cuts(params, core_a, g_cut), device=dev)
+    counts = torch.searchsorted(gnorm, cuts, right=True).tolist()
+
+    table = torch.as_tensor(_hankel_table(params, core_a, g_cut), dtype=dtype, device=dev)
+    unit = gvec / gnorm.clamp(min=1e-300)[:, None]  # G = 0: H_l>0(0) = 0 anyway
+    ylm = real_spherical_harmonics(unit, params.l_max).to(dtype)  # (n_G, n_lm)
+    ls = torch.as_tensor([l for l in range(params.l_max + 1) for _ in range(2 * l + 1)], device=dev)
+    phase = torch.tensor([(1j) ** l * 4 * math.pi / volume for l in ls.tolist()], dtype=cdtype, device=dev)
+    angular = (s_g[:, :, None] * (ylm * phase)[:, None, :]).permute(1, 2, 0)  # (A, n_lm, n_G)
+    fold = ((h % torch.as_tensor(shape, device=dev)) * torch.as_tensor([shape[1] * shape[2], shape[2], 1],
+                                                                         device=dev)).sum(1)
+    view = c.view(n_ch, n, n_lm, n_points)
+    # two radial functions with similar cuts per complex FFT (their real channels as real and imaginary part)
+    by_cut = sorted(range(n), key=lambda k: -counts[k])
+    for pair in (by_cut[i:i + 2] for i in range(0, n, 2)):
+        m = max(counts[k] for k in pair)
+        rad = _interpolate(table[:, :, pair], gnorm[:m].to(dtype))  # (m, l_max + 1, 1 or 2)
+        packed = torch.complex(rad[:, :, 0], rad[:, :, 1]) if len(pair) == 2 else rad[:, :, 0].to(cdtype)
+        spectra = angular[:, :, :m] * packed[:, ls].T  # (A, n_lm, m)
+        folded = torch.zeros((n_ch * n_lm, n_points), dtype=cdtype, device=dev)
+        folded.index_add_(1, fold[:m], spectra.reshape(n_ch * n_lm, m))
+        values = torch.fft.ifftn(folded.view(-1, *shape), dim=(1, 2, 3), norm="forward").view(n_ch, n_lm, n_points)
+        view[:, pair[0]] = values.real
+        if len(pair) == 2:
+            view[:, pair[1]] = values.imag
+        del spectra, folded, values
+    _add_core(c, lattice, sites, weights, shape, params, core_a, dev, dtype, max_chunk_mb)
+    return c
+
+
+def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: np.ndarray,
+              shape: tuple[int, int, int], params: DescriptorParams, core_a: float, dev: torch.device,
+              dtype: torch.dtype, max_chunk_mb: float) -> None:
+    """c += Σ_j w_a(j) g_n(r)·(1 − s(r))·Y_lm(r̂) for the grid points within core_a of each atom (all images)."""
+    step = lattice / np.array(shape)[:, None]  # rows: Cartesian step of one grid index along each axis
+    reach = np.ceil(core_a * np.linalg.norm(np.linalg.inv(step), axis=0)).astype(int) + 1
+    off = np.stack(np.meshgrid(*[np.arange(-m, m + 2) for m in reach], indexing="ij"), -1).reshape(-1, 3)
+    voxel = np.abs(step).sum(0)
+    off = off[np.linalg.norm(off @ step, axis=1) <= core_a + np.linalg.norm(voxel) + 1e-9]
+    pos = sites * np.array(shape)
+    base = np.floor(pos)
+    delta = torch.as_tensor(pos - base, dtype=dtype, device=dev)
+    base_t = torch.as_tensor(base.astype(np.int64), device=dev)
+    off_t = torch.as_tensor(off, device=dev)
+    off_d = off_t.to(dtype)
+    step_t = torch.as_tensor(step, dtype=dtype, device=dev)
+    w_t = torch.as_tensor(weights, dtype=dtype, device=dev)
+    n_vec = torch.as_tensor(shape, device=dev)
+    strides = torch.as_tensor([shape[1] * shape[2], shape[2], 1], device=dev)
+    n_core = core_count(params)
+    mu = torch.linspace(0.0, params.r_cut_a, params.n_radial, dtype=dtype, device=dev)[:n_core]
+    n_lm, n_ch = (params.l_max + 1) ** 2, weights.shape[1]
+    n_rows = n_ch * n_core * n_lm
+    core = torch.zeros((n_rows, c.shape[1]), dtype=dtype, device=dev)  # contiguous: index_add is 3× faster
+    per_atom_mb = len(off) * (8 + n_rows) * torch.finfo(dtype).bits / 8 / 2**20
+    batch = max(1, int(max_chunk_mb // max(per_atom_mb, 1e-9)))
+    for a in range(0, len(sites), batch):
+        d = ((delta[a:a + batch, None, :] - off_d[None]) @ step_t)  # atom − point, (atoms, offsets, 3)
+        r = d.norm(dim=-1)
+        atom, k = torch.nonzero(r < core_a, as_tuple=True)
+        rr, dd = r[atom, k], d[atom, k]
+        point = (((base_t[a + atom] + off_t[k]) % n_vec) * strides).sum(1)
+        g = torch.exp(-((rr[:, None] - mu) ** 2) / (2 * params.sigma**2))
+        g = g * (0.5 * (torch.cos(rr * (math.pi / params.r_cut_a)) + 1) * (1 - _switch((rr / core_a) ** 2)))[:, None]
+        unit = torch.where(rr[:, None] >= 1e-8, dd / rr.clamp(min=1e-30)[:, None], torch.zeros_like(dd))
+        ylm = real_spherical_harmonics(unit, params.l_max)
+        ylm[rr < 1e-8, 1:] = 0  # an atom on the point: l = 0 only
+        vals = g.T[:, None, :] * ylm.T[None, :, :]  # (n_core, n_lm, pairs)
+        if n_ch > 1 or not bool((w_t == 1).all()):
+            vals = w_t[a + atom].T[:, None, None, :] * vals[None]
+        core.index_add_(1, point, vals.reshape(n_rows, -1))
+    c.view(n_ch, params.n_radial, n_lm, -1)[:, :n_core] += core.view(n_ch, n_core, n_lm, -1)
+
+
+def iter_describe_grid(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
+                       device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                       max_chunk_mb: float = 256.0, chunk_points: int = 16384
+                       ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Yield ``(indices, features)`` chunks covering every point of the grid once, as
+    ``model.descriptor.iter_describe`` does for the points ``(i/N1, j/N2, k/N3)`` in C order of (i, j, k)."""
+    c = grid_coefficients(structure, shape, params, device, dtype, max_chunk_mb)
+    rows, n_points = c.shape
+    step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // ((rows + 3 * params.n_features)
+                                                                 * torch.finfo(dtype).bits // 8))))
+    view = c.view(params.n_channels, params.n_radial, -1, n_points)
+    for a in range(0, n_points, step):
+        b = min(n_points, a + step)
+        yield np.arange(a, b), power_spectrum_channels(view[..., a:b], params).T
+
+
+def power_spectrum_channels(c: torch.Tensor, params: DescriptorParams) -> torch.Tensor:
+    """``model.descriptor.power_spectrum`` for point-last coefficients c (n_channels, n_radial, n_lm, p):
+    features (n_features, p), the same order, accumulated as rows × rows products over m (no tiny matrices)."""
+    n, p = params.n_radial, c.shape[-1]
+    out = torch.zeros((params.n_features, p), dtype=c.dtype, device=c.device)
+    row = 0
+    for l in range(params.l_max + 1):
+        for a, b in params.channel_pairs:
+            for i in range(n):
+                first = i if a == b else 0  # same channel: n ≤ n' only
+                block = out[row:row + n - first]
+                for m in range(l * l, (l + 1) ** 2):
+                    block.addcmul_(c[a, i, m], c[b, first:, m])
+                row += n - first
+    return out
+
+
+def describe_grid(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
+                  device: str | None = None, dtype: torch.dtype = torch.float32,
+                  max_chunk_mb: float = 256.0) -> np.ndarray:
+    """Descriptor on every point of the grid: a numpy array (N1, N2, N3, n_features)."""
+    out = np.empty((math.prod(shape), params.n_features), dtype=np.float64 if dtype == torch.float64 else np.float32)
+    for idx, feats in iter_describe_grid(structure, shape, params, device, dtype, max_chunk_mb):
+        out[idx] = feats.cpu().numpy()
+    return out.reshape(*shape, -1)
