@@ -128,6 +128,8 @@ def run_child(cell: str, descriptor: str, mode: str, subset: int, repeat: int, p
         from pymatgen.io.ase import AseAtomsAdaptor
 
         atoms = AseAtomsAdaptor.get_atoms(structure)
+        if not params.embedding:  # paper-v1 sees the H atoms only, and so does dscribe's SOAP of species H
+            atoms = atoms[[a.symbol == "H" for a in atoms]]
         soap = SOAP(**dscribe_options(params, structure))
         centres = sub @ structure.lattice.matrix
         soap.create(atoms, centers=centres[:64])

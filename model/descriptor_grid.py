@@ -166,7 +166,9 @@ def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params:
     ylm = real_spherical_harmonics(unit, params.l_max).to(dtype)  # (n_G, n_lm)
     ls = torch.as_tensor([l for l in range(params.l_max + 1) for _ in range(2 * l + 1)], device=dev)
     phase = torch.tensor([(1j) ** l * 4 * math.pi / volume for l in ls.tolist()], dtype=cdtype, device=dev)
-    angular = (s_g[:, :, None] * (ylm * phase)[:, None, :]).permute(1, 2, 0)  # (A, n_lm, n_G)
+    # channels no atom of this structure weighs (a pure-H cell's metal channels) stay zero
+    active = [a for a in range(n_ch) if np.any(weights[:, a] != 0)]
+    angular = (s_g[:, active, None] * (ylm * phase)[:, None, :]).permute(1, 2, 0)  # (active, n_lm, n_G)
     fold = ((h % torch.as_tensor(shape, device=dev)) * torch.as_tensor([shape[1] * shape[2], shape[2], 1],
                                                                          device=dev)).sum(1)
     view = c.view(n_ch, n, n_lm, n_points)
@@ -176,22 +178,27 @@ def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params:
         m = max(counts[k] for k in pair)
         rad = _interpolate(table[:, :, pair], gnorm[:m].to(dtype))  # (m, l_max + 1, 1 or 2)
         packed = torch.complex(rad[:, :, 0], rad[:, :, 1]) if len(pair) == 2 else rad[:, :, 0].to(cdtype)
-        spectra = angular[:, :, :m] * packed[:, ls].T  # (A, n_lm, m)
-        folded = torch.zeros((n_ch * n_lm, n_points), dtype=cdtype, device=dev)
-        folded.index_add_(1, fold[:m], spectra.reshape(n_ch * n_lm, m))
-        values = torch.fft.ifftn(folded.view(-1, *shape), dim=(1, 2, 3), norm="forward").view(n_ch, n_lm, n_points)
-        view[:, pair[0]] = values.real
-        if len(pair) == 2:
-            view[:, pair[1]] = values.imag
+        spectra = angular[:, :, :m] * packed[:, ls].T  # (active, n_lm, m)
+        folded = torch.zeros((len(active) * n_lm, n_points), dtype=cdtype, device=dev)
+        folded.index_add_(1, fold[:m], spectra.reshape(len(active) * n_lm, m))
+        values = torch.fft.ifftn(folded.view(-1, *shape), dim=(1, 2, 3), norm="forward")
+        values = values.view(len(active), n_lm, n_points)
+        for k, a in enumerate(active):
+            view[a, pair[0]] = values[k].real
+            if len(pair) == 2:
+                view[a, pair[1]] = values[k].imag
         del spectra, folded, values
-    _add_core(c, lattice, sites, weights, shape, params, core_a, dev, dtype, max_chunk_mb)
+    _add_core(c, lattice, sites, weights, active, shape, params, core_a, dev, dtype, max_chunk_mb)
     return c
 
 
-def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: np.ndarray,
+def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: np.ndarray, active: list[int],
               shape: tuple[int, int, int], params: DescriptorParams, core_a: float, dev: torch.device,
               dtype: torch.dtype, max_chunk_mb: float) -> None:
-    """c += Σ_j w_a(j) g_n(r)·(1 − s(r))·Y_lm(r̂) for the grid points within core_a of each atom (all images)."""
+    """c += Σ_j w_a(j) g_n(r)·(1 − s(r))·Y_lm(r̂) for the grid points within core_a of each atom (all images),
+    for the ``active`` channels a."""
+    n_all = weights.shape[1]
+    weights = weights[:, active]
     step = lattice / np.array(shape)[:, None]  # rows: Cartesian step of one grid index along each axis
     reach = np.ceil(core_a * np.linalg.norm(np.linalg.inv(step), axis=0)).astype(int) + 1
     off = np.stack(np.meshgrid(*[np.arange(-m, m + 2) for m in reach], indexing="ij"), -1).reshape(-1, 3)
@@ -229,7 +236,8 @@ def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: 
         if n_ch > 1 or not bool((w_t == 1).all()):
             vals = w_t[a + atom].T[:, None, None, :] * vals[None]
         core.index_add_(1, point, vals.reshape(n_rows, -1))
-    c.view(n_ch, params.n_radial, n_lm, -1)[:, :n_core] += core.view(n_ch, n_core, n_lm, -1)
+    rows = torch.as_tensor(active, device=dev)
+    c.view(n_all, params.n_radial, n_lm, -1)[rows, :n_core] += core.view(n_ch, n_core, n_lm, -1)
 
 
 def iter_describe_grid(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
