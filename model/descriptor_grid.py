@@ -156,19 +156,20 @@ def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params:
     third = (ph[2][:, :, None] * w_t[:, None, :]).reshape(len(sites), -1)  # (atoms, b3·A)
     s_g = (pair.T @ third).reshape(-1, n_ch)[keep]  # (n_G, A)
     del pair, third
-    order = torch.argsort(gnorm[keep])  # by |G|: each radial function uses a prefix (its own cut)
-    s_g, h, gvec, gnorm = s_g[order], h[keep][order], gvec[keep][order], gnorm[keep][order]
+    gnorm = gnorm[keep]
+    order = torch.argsort(gnorm)  # by |G|: each radial function uses a prefix (its own cut)
+    unit = (gvec[keep] / gnorm.clamp(min=1e-300)[:, None]).to(dtype)[order]  # G = 0: H_l>0(0) = 0 anyway
+    s_g, h, gnorm = s_g[order], h[keep][order], gnorm[order]
     cuts = torch.as_tensor(radial_cuts(params, core_a, g_cut), device=dev)
     counts = torch.searchsorted(gnorm, cuts, right=True).tolist()
 
     table = torch.as_tensor(_hankel_table(params, core_a, g_cut), dtype=dtype, device=dev)
-    unit = gvec / gnorm.clamp(min=1e-300)[:, None]  # G = 0: H_l>0(0) = 0 anyway
-    ylm = real_spherical_harmonics(unit, params.l_max).to(dtype)  # (n_G, n_lm)
+    ylm = real_spherical_harmonics(unit, params.l_max)  # (n_G, n_lm)
     ls = torch.as_tensor([l for l in range(params.l_max + 1) for _ in range(2 * l + 1)], device=dev)
     phase = torch.tensor([(1j) ** l * 4 * math.pi / volume for l in ls.tolist()], dtype=cdtype, device=dev)
     # channels no atom of this structure weighs (a pure-H cell's metal channels) stay zero
     active = [a for a in range(n_ch) if np.any(weights[:, a] != 0)]
-    angular = (s_g[:, active, None] * (ylm * phase)[:, None, :]).permute(1, 2, 0)  # (active, n_lm, n_G)
+    angular = (s_g.T[active, None, :] * (ylm.T * phase[:, None])[None]).contiguous()  # (active, n_lm, n_G)
     fold = ((h % torch.as_tensor(shape, device=dev)) * torch.as_tensor([shape[1] * shape[2], shape[2], 1],
                                                                          device=dev)).sum(1)
     view = c.view(n_ch, n, n_lm, n_points)
