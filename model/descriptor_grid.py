@@ -11,9 +11,9 @@ summed over every reciprocal vector; S is computed exactly for atoms anywhere (n
 and the terms beyond the grid's own frequencies are folded onto it (aliasing is exact on grid points),
 so one inverse FFT of the grid's size per channel gives c everywhere. The sum must be cut at |G| ≤ G_cut,
 and K is not smooth: at r = 0 (Y_lm(r̂) has no limit when g_n(0) ≠ 0, so K̂ decays only as G⁻³) and at
-r_cut (the cutoff is C¹). The kernel is therefore split with a switch s(r) (C³, s = O(r⁶) at 0, 1 beyond
+r_cut (the cutoff is C¹). The kernel is therefore split with a switch s(r) (C³, s = O(r⁸) at 0, 1 beyond
 CORE_RADIUS_A): K·s goes through the FFT, K·(1 − s), non-zero only within CORE_RADIUS_A of an atom, is
-added directly on the grid points near each atom (a few % of the pairs of the direct method). What is
+added directly on the grid points near each atom (~3 atoms per point against ~45 for the direct method). What is
 left is the r_cut kink, whose tail beyond G_CUT is below 1e-4 of the largest feature
 (``tests/test_descriptor_grid.py``, docs/DESCRIPTOR.md). Costs: S for |G| ≤ G_cut (atoms × reciprocal
 vectors, as matrix products), per channel one product and fold over those vectors and one FFT of the
