@@ -1,0 +1,40 @@
+"""DFT verification (model/verify.py) on a real QE run at a low cutoff: the DFT φ equals the topology
+of the kept DFT grid, and the settings name the pure-H dataset settings."""
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from elfscreen.model.dft import qe_available
+from elfscreen.model.pipeline import grid_topology
+from elfscreen.model.verify import verify, verify_settings
+
+
+def _h8() -> Structure:
+    """A metallic 8-atom H crystal: a 2.6 Å cube holding a 2×2×2 simple-cubic lattice, one atom displaced."""
+    frac = np.array([[i, j, k] for i in (0, 0.5) for j in (0, 0.5) for k in (0, 0.5)], dtype=float)
+    frac[0] += 0.04
+    return Structure(Lattice.cubic(2.6), ["H"] * 8, frac)
+
+
+def test_settings_follow_composition(monkeypatch):
+    monkeypatch.delenv("ELFSCREEN_VERIFY_ECUTWFC", raising=False)
+    assert verify_settings(_h8())[0] == "pure-h"
+    cah6 = Structure(Lattice.cubic(3.5), ["Ca", "H"], [[0, 0, 0], [0.5, 0.25, 0]])
+    name, settings = verify_settings(cah6)
+    assert name == "hydride" and settings.potentials == "pseudodojo" and settings.h_dos
+    monkeypatch.setenv("ELFSCREEN_VERIFY_ECUTWFC", "30")
+    name, settings = verify_settings(_h8())
+    assert settings.ecutwfc == 30 and settings.ecutrho == 240 and name.endswith("ecutwfc=30")
+
+
+def test_verify_h8_low_cutoff(monkeypatch):
+    assert qe_available(), "QE (pw.x, pp.x, projwfc.x) must be installed for this test"
+    monkeypatch.setenv("ELFSCREEN_VERIFY_ECUTWFC", "30")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    grid, out = verify(_h8(), ml_phi=0.3, name="h8")
+    dft = out["dft"]
+    again = grid_topology(grid, source="dft", h_dos=dft["h_dos"])
+    assert dft["phi"] == again.phi and dft["phi_star"] == again.phi_star
+    assert out["delta_phi"] == pytest.approx(dft["phi"] - 0.3)
+    assert 0 < dft["h_dos"] <= 1 and dft["cpu_seconds"] > 0
+    assert dft["settings"]["h_dos"] and dft["code_version"]["qe"]
