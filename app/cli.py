@@ -141,6 +141,11 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     rk.add_argument("--by", choices=["tc", "phi", "phi_star"], default="tc", help="sort key, descending (default tc)")
     rk.add_argument("--top", type=int, help="show the first N only")
 
+    vf = sub.add_parser("verify", help="DFT verification of structures: QE ELF at the dataset settings → topology (JSON lines)")
+    from elfscreen.app import verify_cli  # light: heavy imports happen in verify_cli.run
+
+    verify_cli.add_arguments(vf)
+
     sub.add_parser("examples", help="list the example ELF grids shipped with elfscreen")
     return p
 
@@ -388,9 +393,15 @@ def _print(obj: dict, indent: int) -> None:
     print(json.dumps(obj, indent=indent or None, ensure_ascii=False), flush=True)
 
 
+def _verify(args) -> int:
+    from elfscreen.app import verify_cli
+
+    return verify_cli.run(args)
+
+
 COMMANDS = {"topology": _topology, "predict": _predict, "screen": _screen, "serve": _serve, "dataset": _dataset,
             "train": _train, "evaluate": _evaluate, "analyze": _analyze, "submit": _submit, "watch": _watch,
-            "rank": _rank}
+            "rank": _rank, "verify": _verify}
 
 
 def _command_of(argv: list[str]) -> str | None:

@@ -1,5 +1,9 @@
 """DFT verification (model/verify.py) on a real QE run at a low cutoff: the DFT φ equals the topology
 of the kept DFT grid, and the settings name the pure-H dataset settings."""
+import contextlib
+import io
+import json
+
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -38,3 +42,22 @@ def test_verify_h8_low_cutoff(monkeypatch):
     assert out["delta_phi"] == pytest.approx(dft["phi"] - 0.3)
     assert 0 < dft["h_dos"] <= 1 and dft["cpu_seconds"] > 0
     assert dft["settings"]["h_dos"] and dft["code_version"]["qe"]
+
+
+def test_cli_verify_keeps_grid_and_matches_topology(tmp_path, monkeypatch):
+    """`elfscreen verify` writes the DFT grid; `elfscreen topology` on that file gives the same φ."""
+    from elfscreen.app.cli import main
+
+    monkeypatch.setenv("ELFSCREEN_VERIFY_ECUTWFC", "30")
+    poscar = tmp_path / "H8.vasp"
+    _h8().to(filename=str(poscar), fmt="poscar")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["verify", str(poscar), "--ml-phi", "0.2", "--grid-dir", str(tmp_path / "grids")]) == 0
+    row = json.loads(buf.getvalue().splitlines()[-1])
+    buf2 = io.StringIO()
+    with contextlib.redirect_stdout(buf2):
+        assert main(["topology", row["dft"]["grid_file"]]) == 0
+    topo = json.loads(buf2.getvalue())
+    assert topo["phi"] == pytest.approx(row["dft"]["phi"], abs=1e-9)
+    assert row["delta_phi"] == pytest.approx(row["dft"]["phi"] - 0.2)
