@@ -108,6 +108,13 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                     help="which structures: all the model was not trained on (default: its validation and test "
                          "splits and any structure it never saw), one split, or all")
     ev.add_argument("--device", help="torch device")
+    ev.add_argument("--cache", metavar="DIR", help="keep each structure's evaluation in DIR and reuse it on reruns "
+                                                    "(same weights and grid file)")
+    ev.add_argument("--calibrate-out", metavar="CKPT", help="fit the φ calibration (--method) on the validation split "
+                    "among these structures and write the checkpoint with it (same weights) to CKPT")
+    ev.add_argument("--method", default="additive", choices=["scale", "additive", "error-model"],
+                    help="calibration method for --calibrate-out (default additive)")
+    ev.add_argument("--version", help="model version of the --calibrate-out checkpoint (default: unchanged)")
 
     an = sub.add_parser("analyze", help="analyses of a predicted ELF against DFT (residual: the paper's Fig. 2)",
                         description="Analyses of a model's ELF against a DFT reference.")
@@ -195,7 +202,7 @@ def _topology(args) -> int:
 
 
 def _predict(args) -> int:
-    from elfscreen.model.pipeline import load_model
+    from elfscreen.model.pipeline import check_model_species, load_model
     from elfscreen.model.predict import predict_grid
     from elfscreen.model.structures import read_structure
     from elfscreen.model.volumetric import ElfGrid, write_grid
@@ -204,6 +211,7 @@ def _predict(args) -> int:
     grid = _grid_for(structure, args)
     model = load_model(args.model, args.device)
     name = Path(args.structure).name
+    check_model_species(structure, model, name)
     start = time.perf_counter()
     pred = predict_grid(structure, model, device=args.device, name=name, **grid)
     out = write_grid(pred.grid, args.out, fmt=_grid_format(args.out))
@@ -299,9 +307,21 @@ def _evaluate(args) -> int:
     def progress(n, total, name):
         print(f"\r[{n}/{total}] {name[:60]:<60}", end="" if n < total else "\n", file=sys.stderr, flush=True)
 
-    report = evaluate(model, chosen, args.out, args.device, progress)
-    _print({"out": args.out, "summary": report["summary"]}, 2)
+    report = evaluate(model, chosen, args.out, args.device, progress, cache_dir=args.cache,
+                      fit_method=args.method if args.calibrate_out else None)
+    if args.calibrate_out:
+        model.model_version = args.version or model.model_version
+        model.save(args.calibrate_out, half=_stored_half(args.model))
+    _print({"out": args.out, "summary": report["summary"], "coverage": report.get("coverage")}, 2)
     return 0
+
+
+def _stored_half(path) -> bool:
+    """Whether the checkpoint at ``path`` stores its weights as float16 (a recalibrated copy keeps them so)."""
+    import torch
+
+    members = torch.load(path, map_location="cpu", weights_only=True)["members"]
+    return any(v.dtype == torch.float16 for v in members[0].values())
 
 
 def _load_data(folders):

@@ -18,15 +18,16 @@ from elfscreen.app.sandbox import Sandbox
 from elfscreen.app.store import Store, new_id
 from elfscreen.model.errors import InputError
 from elfscreen.model.limits import LimitError, StructureLimits, check_grid_shape
-from elfscreen.model.pipeline import get_model
+from elfscreen.model.pipeline import check_model_species, get_model
 from elfscreen.model.predict import grid_shape
 from elfscreen.model.structures import structure_from_dict
 
 
 def prepare(items: list[dict], options: dict, settings: Settings, store: Store, owner: str, sandbox: Sandbox,
             callback_url: str | None = None) -> tuple[dict, list[dict]]:
-    """Validate every structure and build the batch and job rows; structures ``owner`` already screened
-    with the same model and options are answered from the cache (rows born ``done``, ``cached``).
+    """Validate every structure (an element the model cannot see is refused here, with the others) and build
+    the batch and job rows; structures ``owner`` already screened with the same model and options are
+    answered from the cache (rows born ``done``, ``cached``).
 
     ``items`` hold ``name``, ``format`` (or None), ``content``, ``hdos`` (or None). Raises
     :class:`~elfscreen.model.limits.LimitError` or :class:`~elfscreen.model.errors.InputError` naming the
@@ -34,14 +35,16 @@ def prepare(items: list[dict], options: dict, settings: Settings, store: Store, 
     """
     if len(items) > settings.max_structures:
         raise LimitError("request", f"holds {len(items)} structures; the limit is {settings.max_structures} per request")
-    _, model_id = get_model(settings.device)
+    model, model_id = get_model(settings.device)
     limits = StructureLimits(max_atoms=settings.max_atoms)
     now, batch_id = time.time(), new_id()
 
     def check(item: dict) -> dict | InputError:
         try:
             checked = sandbox.run(item["name"], read_item, item, options, limits, model_id)
-            shape = grid_shape(structure_from_dict(checked["structure"]), options["spacing_a"])
+            structure = structure_from_dict(checked["structure"])
+            check_model_species(structure, model, item["name"])
+            shape = grid_shape(structure, options["spacing_a"])
             check_grid_shape(shape, item["name"], settings.max_grid_points)
             return checked
         except InputError as err:

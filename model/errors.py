@@ -31,3 +31,20 @@ class GridError(InputError):
     """A volumetric (ELF grid) file cannot be read or holds unusable values."""
 
     code = "invalid_grid"
+
+
+class UnsupportedElementError(InputError):
+    """A structure holds elements the model (its descriptor) cannot see. Refused before any prediction:
+    no result is ever computed from a structure with atoms left out. ``elements``: the unknown ones;
+    ``supported``: what the descriptor sees; ``by``: who refuses (a model, or "the descriptor");
+    ``hint``: what would be needed instead."""
+
+    code = "unsupported_element"
+
+    def __init__(self, input_name: str, elements: list[str], supported: tuple[str, ...], by: str = "the descriptor",
+                 hint: str | None = None):
+        self.elements = list(elements)
+        self.supported = tuple(supported)
+        problem = (f"element(s) {', '.join(self.elements)} not supported by {by}; supported: {' '.join(self.supported)}"
+                   + (f". {hint}" if hint else ""))
+        super().__init__(input_name, problem)

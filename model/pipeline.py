@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from elfscreen.model.calibration import calibrate, domain_flags
 from elfscreen.model.errors import GridError, InputError
+from elfscreen.model.hdos_model import h_dos_for
 from elfscreen.model.result import GridInfo, ScreeningResult, build_result
-from elfscreen.model.tc import estimate_tc
+from elfscreen.model.structures import check_species
+from elfscreen.model.tc import estimate_tc, tc_sensitivity
 from elfscreen.model.topology import Topology, analyze, values_at_events
 from elfscreen.model.volumetric import ElfGrid, guess_grid_format, read_grid
 
@@ -148,6 +151,7 @@ def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spaci
     :func:`screen_prediction`."""
     from elfscreen.model.predict import DEFAULT_SPACING_A, predict_grid
 
+    check_model_species(structure, model, name)  # before the costly part: a refused structure costs nothing
     pred = predict_grid(structure, model, shape=shape, spacing_a=DEFAULT_SPACING_A if spacing_a is None else spacing_a, device=device, name=name)
     return screen_prediction(pred, model, timings_s=timings_s, **options)
 
@@ -156,11 +160,25 @@ def screen_prediction(pred: Prediction, model: ElfModel, *, h_dos: float | None 
                       refine: bool = True, min_persistence: float = 0.005, timings_s: dict | None = None) -> ScreeningResult:
     """Screen a predicted grid (from :func:`~elfscreen.model.predict.predict_grid` with ``model``): the
     mean's topology, and the members' spread from :func:`member_spread`."""
+    structure = pred.grid.structure
+    check_model_species(structure, model, pred.grid.name)
     timings = {**(timings_s or {}), **pred.timings_s}
-    return grid_topology(pred.grid, source="predicted", h_dos=h_dos, tc_model=tc_model, refine=refine,
-                         min_persistence=min_persistence, timings_s=timings,
-                         warnings=_model_warnings(pred.grid.structure, model),
-                         members=pred.members if len(model.members) > 1 else None, model=model, device=pred.device)
+    flags = domain_flags(structure, model.meta)
+    h_dos = h_dos_for(structure, h_dos, model.meta.get("hdos_model"))
+    result = grid_topology(pred.grid, source="predicted", h_dos=h_dos, tc_model=tc_model, refine=refine,
+                           min_persistence=min_persistence, timings_s=timings, warnings=flags,
+                           members=pred.members if len(model.members) > 1 else None, model=model, device=pred.device)
+    result.uncertainty = calibrate(result.uncertainty, model.meta.get("calibration"), flags,
+                                   tc_sensitivity(result.phi, result.h_fraction, h_dos, tc_model, result.phi_star),
+                                   result.h_dos.std)
+    return result
+
+
+def check_model_species(structure, model: ElfModel, name: str) -> None:
+    """Refuse (:class:`~elfscreen.model.errors.UnsupportedElementError`) a structure with elements
+    ``model``'s descriptor does not see, naming them, the supported ones and the model needed."""
+    check_species(structure, tuple(model.descriptor.species), name,
+                  f"model {model.model_version} (descriptor {model.descriptor.name})", bool(model.descriptor.embedding))
 
 
 def member_spread(mean: ElfGrid, members: np.ndarray, topo: Topology, *, h_dos: float | None = None,
@@ -184,24 +202,3 @@ def member_spread(mean: ElfGrid, members: np.ndarray, topo: Topology, *, h_dos: 
 def _nanstd(x: list[float]) -> float | None:
     x = np.asarray(x, dtype=float)
     return float(np.nanstd(x)) if np.isfinite(x).any() else None
-
-
-def _model_warnings(structure, model: ElfModel) -> list[str]:
-    out = []
-    others = sorted({s.specie.symbol for s in structure} - set(model.descriptor.species))
-    if others:
-        out.append(f"species {', '.join(others)} are ignored by the descriptor (it sees {', '.join(model.descriptor.species)} only)")
-    rng = model.meta.get("training_range", {})
-    vpa = structure.volume / len(structure)
-    lo, hi = rng.get("volume_per_atom_a3", (None, None))
-    if lo is not None and not lo <= vpa <= hi:
-        out.append(f"density {vpa:.2f} Å³/atom is outside the training range {lo:.2f}–{hi:.2f} Å³/atom")
-    min_hh = rng.get("min_hh_a")
-    h = [i for i, s in enumerate(structure) if s.specie.symbol == "H"]
-    if min_hh is not None and len(h) > 0:
-        sub = structure.copy()
-        sub.remove_sites([i for i in range(len(structure)) if i not in h])
-        centres, _, _, dist = sub.get_neighbor_list(r=min_hh)
-        if len(dist):
-            out.append(f"H–H distance {dist.min():.3f} Å is shorter than any in the training data ({min_hh:.3f} Å)")
-    return out

@@ -20,7 +20,10 @@ SYMPREC = 0.1  # Å, for the space group reported
 
 class HDos(BaseModel):
     value: float
-    assumed: bool
+    assumed: bool = Field(description="true when H_DOS was neither given nor predicted for a compound (source 'assumed')")
+    std: Optional[float] = Field(None, description="σ of H_DOS: calibrated for 'model', 0 for 'definition', null when unknown")
+    source: str = Field("assumed", description="'user' (given), 'model' (predicted from the geometry), "
+                                                "'definition' (pure hydrogen: 1) or 'assumed' (1, so Tc is an upper bound)")
 
 
 class Tc(BaseModel):
@@ -106,7 +109,7 @@ def build_result(name: str, structure: Structure, topology: Topology, tc: TcEsti
         phi_2d=topology.phi_2d,
         thresholds_grid=topology.thresholds_grid,
         h_fraction=topology.h_fraction,
-        h_dos=HDos(value=tc.h_dos, assumed=tc.h_dos_assumed),
+        h_dos=HDos(value=tc.h_dos, assumed=tc.h_dos_assumed, std=tc.h_dos_std, source=tc.h_dos_source),
         phi_dos=tc.phi_dos,
         tc=Tc(model=tc.model, formula=tc.formula, value_k=tc.value_k, raw_k=tc.raw_k, note=tc.note),
         uncertainty=uncertainty,

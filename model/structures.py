@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Element, Structure
 
-from elfscreen.model.errors import StructureError
+from elfscreen.model.errors import StructureError, UnsupportedElementError
 from elfscreen.model.limits import StructureLimits
 
 FORMATS = ("cif", "poscar", "extxyz", "res")
@@ -242,6 +242,30 @@ def validate_structure(structure: Structure, name: str = "<input>", limits: Stru
             f"atoms {i + 1} ({structure[i].specie}) and {j + 1} ({structure[j].specie}) are {distances[k]:.3f} Å apart "
             f"(periodic images included); the minimum is {d_min} Å",
         )
+
+
+def check_species(structure: Structure, supported: tuple[str, ...], name: str = "<input>", model: str = "the model",
+                  species_aware: bool = False) -> None:
+    """Raise :class:`~elfscreen.model.errors.UnsupportedElementError` when ``structure`` holds an element
+    outside ``supported`` (what the model's descriptor sees), naming the elements, the supported list and
+    which model would be needed. Called before any prediction (CLI, client, service submission): a
+    descriptor that sees H only would otherwise leave the other atoms out of the ELF without a word.
+    ``model`` names the model in the message; ``species_aware``: whether its descriptor has an element
+    embedding (then only a larger element table would help)."""
+    from elfscreen.model.elements import PROPERTIES  # the species-aware descriptor's table
+
+    unknown = sorted({site.specie.symbol for site in structure} - set(supported))
+    if not unknown:
+        return
+    nowhere = [el for el in unknown if el not in PROPERTIES]
+    if nowhere:
+        hint = f"No elfscreen descriptor knows {', '.join(nowhere)} (the species-aware one covers {' '.join(PROPERTIES)})"
+    elif not species_aware:
+        hint = (f"Screening a compound needs a species-aware model (descriptor hydride-v1, elements "
+                f"{' '.join(PROPERTIES)}); pass one with --model or $ELFSCREEN_MODEL")
+    else:
+        hint = None
+    raise UnsupportedElementError(name, unknown, tuple(supported), by=model, hint=hint)
 
 
 def structure_to_dict(structure: Structure) -> dict:

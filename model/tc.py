@@ -3,6 +3,10 @@
 φ_DOS = φ · H_f · H_DOS^(1/3), with H_f the hydrogen fraction of the atoms and H_DOS the hydrogen
 share of the density of states at the Fermi level (1 for pure hydrogen). Tc in K. A negative raw Tc
 means "not superconducting" and is reported as 0 K with the raw value kept.
+
+H_DOS comes from one of four sources (``HDosEstimate.source``): ``user`` (given with the input),
+``model`` (predicted from the geometry by :mod:`elfscreen.model.hdos_model`, with its σ), ``definition``
+(pure hydrogen: exactly 1) or ``assumed`` (a compound with neither: 1, so Tc is an upper bound).
 """
 from __future__ import annotations
 
@@ -39,9 +43,22 @@ TC_MODELS = {
 NEEDS_PHI_STAR = {"sr2", "sr5"}
 
 
+@dataclass(frozen=True)
+class HDosEstimate:
+    """An H_DOS with its origin: ``value`` in (0, 1], ``std`` (σ; None when unknown), ``source`` (``user``,
+    ``model``, ``definition`` or ``assumed``) and, for ``model``, a note when the structure lies outside
+    the H_DOS model's training domain."""
+
+    value: float
+    std: float | None
+    source: str
+    note: str | None = None
+
+
 @dataclass
 class TcEstimate:
-    """``value_k`` = max(raw, 0); ``h_dos_assumed`` is true when H_DOS was not given for a compound."""
+    """``value_k`` = max(raw, 0); ``h_dos_assumed`` is true when H_DOS was neither given nor predicted for
+    a compound (``h_dos_source`` ``assumed``)."""
 
     model: str
     formula: str
@@ -51,22 +68,51 @@ class TcEstimate:
     h_dos: float
     h_dos_assumed: bool
     note: str | None = None
+    h_dos_std: float | None = None
+    h_dos_source: str = "definition"
 
 
-def estimate_tc(phi: float | None, h_fraction: float, h_dos: float | None = None, model: str = "belli2021",
-                phi_star: float | None = None) -> TcEstimate:
-    """Tc from φ (and φ* for ``sr2``/``sr5``). Without ``h_dos``, pure hydrogen takes the exact 1 and a
-    compound the assumed 1, an upper bound since every relation grows with H_DOS."""
+def _h_dos(h_dos: float | HDosEstimate | None, h_fraction: float) -> HDosEstimate:
+    if isinstance(h_dos, HDosEstimate):
+        est = h_dos
+    elif h_dos is not None:
+        est = HDosEstimate(float(h_dos), None, "user")
+    elif h_fraction < 1.0:
+        est = HDosEstimate(1.0, None, "assumed", "H_DOS not given: assumed 1, so Tc is an upper bound")
+    else:
+        est = HDosEstimate(1.0, 0.0, "definition")
+    if not 0.0 < est.value <= 1.0:
+        raise ValueError(f"H_DOS must lie in (0, 1], got {est.value}")
+    return est
+
+
+def estimate_tc(phi: float | None, h_fraction: float, h_dos: float | HDosEstimate | None = None,
+                model: str = "belli2021", phi_star: float | None = None) -> TcEstimate:
+    """Tc from φ (and φ* for ``sr2``/``sr5``). ``h_dos``: a number (the user's), an :class:`HDosEstimate`
+    (e.g. predicted) or None: then pure hydrogen takes the exact 1 and a compound the assumed 1, an
+    upper bound since every relation grows with H_DOS."""
     if model not in TC_MODELS:
         raise ValueError(f"unknown Tc model {model!r}; use one of {', '.join(TC_MODELS)}")
-    if h_dos is not None and not 0.0 < h_dos <= 1.0:
-        raise ValueError(f"H_DOS must lie in (0, 1], got {h_dos}")
+    est = _h_dos(h_dos, h_fraction)
     func, formula = TC_MODELS[model]
-    assumed = h_dos is None and h_fraction < 1.0
-    note = "H_DOS not given: assumed 1, so Tc is an upper bound" if assumed else None
-    hd = 1.0 if h_dos is None else float(h_dos)
+    assumed, hd = est.source == "assumed", est.value
+    extra = {"h_dos_std": est.std, "h_dos_source": est.source}
     if phi is None or (model in NEEDS_PHI_STAR and phi_star is None):
-        return TcEstimate(model, formula, None, None, None, hd, assumed, "φ (or φ*) undefined: no Tc")
+        return TcEstimate(model, formula, None, None, None, hd, assumed, "φ (or φ*) undefined: no Tc", **extra)
     raw = float(func(phi, phi_star, h_fraction, hd))
     phi_dos = float(phi * h_fraction * hd ** (1 / 3))
-    return TcEstimate(model, formula, max(raw, 0.0), raw, phi_dos, hd, assumed, note)
+    return TcEstimate(model, formula, max(raw, 0.0), raw, phi_dos, hd, assumed, est.note, **extra)
+
+
+def tc_sensitivity(phi: float | None, h_fraction: float, h_dos: float | HDosEstimate | None = None,
+                   model: str = "belli2021", phi_star: float | None = None, step: float = 1e-4) -> dict[str, float] | None:
+    """∂Tc_raw/∂φ and ∂Tc_raw/∂H_DOS (K per unit) by central differences, for propagating σ of φ and of
+    H_DOS into σ of Tc; None when Tc is undefined."""
+    est = _h_dos(h_dos, h_fraction)
+    if phi is None or (model in NEEDS_PHI_STAR and phi_star is None):
+        return None
+    func = TC_MODELS[model][0]
+    hd = est.value
+    h_lo, h_hi = max(hd - step, step), min(hd + step, 1.0)
+    return {"phi": float((func(phi + step, phi_star, h_fraction, hd) - func(phi - step, phi_star, h_fraction, hd)) / (2 * step)),
+            "h_dos": float((func(phi, phi_star, h_fraction, h_hi) - func(phi, phi_star, h_fraction, h_lo)) / (h_hi - h_lo))}

@@ -54,6 +54,7 @@ class TrainConfig:
     test_fraction: float = 0.1
     seed: int = 0
     hidden: tuple[int, ...] = (128, 128)
+    calibration: str | None = "additive"  # model.calibration method fitted on the validation split; None: none
 
 
 def split_of(entry_id: str, validation_fraction: float, test_fraction: float) -> str:
@@ -164,11 +165,52 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
         meta["metrics_held_out_points"] = point_metrics(pred, y_ho)
         meta["metrics_held_out_points"]["structures"] = len(held_e)
     model.meta = meta
+    validation = [e for e in held_e if sides[e.id] == "validation"]
+    if config.calibration and config.members > 1:
+        from elfscreen.model.evaluate import calibrate_on_validation
+
+        try:
+            meta["calibration"] = calibrate_on_validation(model, validation, config.calibration)
+            log(f"φ calibration ({config.calibration}) fitted on {len(validation)} validation structures: "
+                f"{meta['calibration']['params']}")
+        except ValueError as exc:
+            log(f"no φ calibration: {exc}")
+    hdos = hdos_model_meta(entries, sides, config.seed, log)
+    if hdos is not None:
+        meta["hdos_model"] = hdos
     return model
 
 
+def hdos_model_meta(entries: Sequence[Entry], sides: dict[str, str], seed: int = 0,
+                    log: Callable[[str], None] = lambda msg: None, min_train: int = 8) -> dict | None:
+    """The H_DOS model (:mod:`elfscreen.model.hdos_model`) fitted on the training-side compounds whose
+    manifest carries ``h_dos`` (DFT, projwfc.x) and calibrated on the validation side; None when fewer
+    than ``min_train`` such compounds are on the training side."""
+    from elfscreen.model.errors import UnsupportedElementError
+    from elfscreen.model.hdos_model import features, fit_hdos_model
+
+    pairs: dict[str, list] = {"train": [], "validation": []}
+    for e in entries:
+        value = (e.meta.get("h_dos") or {}).get("value")
+        if value is None or sides[e.id] not in pairs or {sp.symbol for sp in e.structure.composition.elements} == {"H"}:
+            continue
+        try:
+            features(e.structure)
+        except UnsupportedElementError as exc:
+            log(f"H_DOS model: {e.id} left out ({exc})")
+            continue
+        pairs[sides[e.id]].append((e.structure, float(value)))
+    if len(pairs["train"]) < min_train:
+        if pairs["train"]:
+            log(f"no H_DOS model: {len(pairs['train'])} compounds with H_DOS on the training side, {min_train} needed")
+        return None
+    model = fit_hdos_model(pairs["train"], pairs["validation"], seed=seed)
+    log(f"H_DOS model fitted on {len(pairs['train'])} compounds, σ calibrated on {model.calibrated_on}")
+    return model.to_dict()
+
+
 def training_range(entries: Sequence[Entry]) -> dict:
-    """Density range (Å³/atom) and shortest H–H distance (Å) of the training structures."""
+    """Density range (Å³/atom), shortest H–H distance (Å) and elements of the training structures."""
     vpa = [e.structure.volume / len(e.structure) for e in entries]
     min_hh = []
     for e in entries:
@@ -178,7 +220,8 @@ def training_range(entries: Sequence[Entry]) -> dict:
         if len(d):
             min_hh.append(float(d.min()))
     return {"volume_per_atom_a3": [float(min(vpa)), float(max(vpa))],
-            "min_hh_a": float(min(min_hh)) if min_hh else None}
+            "min_hh_a": float(min(min_hh)) if min_hh else None,
+            "species": sorted({el.symbol for e in entries for el in e.structure.composition.elements})}
 
 
 def load_entries(folders: Sequence[str | Path]) -> tuple[list[Entry], str]:
@@ -195,5 +238,5 @@ def load_entries(folders: Sequence[str | Path]) -> tuple[list[Entry], str]:
         digest.update(manifest.read_bytes())
         for row in read_manifest(folder):
             structure, grid = load_entry(folder / row["file"])
-            entries.append(Entry(row["id"], structure, grid, row))
+            entries.append(Entry(row["id"], structure, grid, {**row, "folder": str(folder)}))
     return entries, digest.hexdigest()

@@ -26,7 +26,7 @@ def test_topology_of_shipped_example():
     # Belli's relation from the reported φ_DOS (= φ for pure H), clipped at 0 K
     assert out["phi_dos"] == pytest.approx(out["phi"]) and out["tc"]["raw_k"] == pytest.approx(750 * out["phi_dos"] - 85)
     assert out["tc"]["value_k"] == max(0.0, out["tc"]["raw_k"])
-    assert {"value_k", "raw_k"} <= set(out["tc"]) and out["h_dos"] == {"value": 1.0, "assumed": False}
+    assert {"value_k", "raw_k"} <= set(out["tc"]) and out["h_dos"] == {"value": 1.0, "assumed": False, "std": 0.0, "source": "definition"}
     assert out["grid"]["shape"] == [32, 32, 32]
     assert out["provenance"]["elfscreen_version"] and "topology" in out["provenance"]["timings_s"]
     assert out["spacegroup"] == "Pa-3"
@@ -39,7 +39,7 @@ def test_topology_of_file_with_options(tmp_path):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["name"] == path.name and out["tc"]["model"] == "sr2"
-    assert out["h_dos"] == {"value": 0.8, "assumed": False}
+    assert out["h_dos"] == {"value": 0.8, "assumed": False, "std": None, "source": "user"}
 
 
 def _bad_files(tmp_path: Path) -> dict[str, Path]:
@@ -96,11 +96,11 @@ def test_a_reader_that_goes_away_is_not_an_error():
 
 
 def small_cif(tmp_path: Path) -> Path:
-    """A 3 Å cubic CaH2 cell: tiny to screen, and its Ca and low density draw warnings."""
+    """A 3 Å cubic H2 cell: tiny to screen, and its low density (13.5 Å³/atom) draws a warning."""
     from pymatgen.core import Lattice, Structure
 
-    path = tmp_path / "cah2.cif"
-    Structure(Lattice.cubic(3.0), ["H", "H", "Ca"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]).to(filename=str(path))
+    path = tmp_path / "h2.cif"
+    Structure(Lattice.cubic(3.0), ["H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(filename=str(path))
     return path
 
 
@@ -128,6 +128,6 @@ def test_screen_prints_each_results_warnings_on_stderr(tmp_path):
     proc = run("screen", str(small_cif(tmp_path)), "--spacing", "0.2")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["warnings"] and any("Ca" in w for w in result["warnings"])
+    assert result["warnings"] and any("density 13.50" in w for w in result["warnings"])
     printed = [line for line in proc.stderr.splitlines() if line.startswith("elfscreen: warning: ")]
-    assert printed == [f"elfscreen: warning: cah2.cif: {w}" for w in result["warnings"]]
+    assert printed == [f"elfscreen: warning: h2.cif: {w}" for w in result["warnings"]]

@@ -14,7 +14,7 @@ import pytest
 from elfscreen.client import Client, ClientError, ScreeningFailed, ServerError
 from elfscreen.client.inputs import as_items, split_structures
 from live_server import live_server
-from test_service_common import comparable, same, structures
+from test_service_common import comparable, h_only, same, structures
 
 KEY = "client-test-key"
 OPTIONS = {"spacing_a": 0.3}
@@ -29,8 +29,9 @@ def server(tmp_path_factory):
 
 
 def inputs(tmp_path) -> list:
-    """pymatgen structures, an ASE Atoms and a file."""
-    structs = list(structures().values())
+    """pymatgen structures, an ASE Atoms and a file (the shipped model sees H only: CaH4 without its Ca)."""
+    s = structures()
+    structs = [s["h6_hex"], h_only(s["cah4"]), s["h4_tet"]]
     path = tmp_path / "POSCAR_file"
     path.write_text(structs[2].to(fmt="poscar"))
     atoms = io.StringIO()
@@ -45,7 +46,7 @@ def test_server_and_embedded_give_the_same_results(server, tmp_path):
         served = batch.wait(progress=lambda outcome, n, total: seen.append((outcome.name, n, total))).outcomes()
     embedded = Client().submit(inputs(tmp_path), OPTIONS).outcomes()
 
-    assert [o.name for o in served] == ["H2-0", "H4Ca-1", str(tmp_path / "POSCAR_file")]  # reduced formula, ASE formula
+    assert [o.name for o in served] == ["H2-0", "H4-1", str(tmp_path / "POSCAR_file")]  # reduced formula, ASE formula
     assert sorted(n for _, n, _ in seen) == [1, 2, 3] and {t for _, _, t in seen} == {3}
     for a, b in zip(served, embedded):
         assert a.ok and b.ok and a.job_id and b.job_id is None
@@ -148,14 +149,14 @@ def test_transient_errors_are_retried(server):
     proxy = FlakyProxy(server, ["drop", 503, 429, 502, 504])
     try:
         with Client(proxy.url, api_key=KEY, backoff_s=0.05) as client:
-            result = client.screen(structures()["cah4"], OPTIONS, name="through-proxy")
+            result = client.screen(structures()["h4_tet"], OPTIONS, name="through-proxy")
         assert result["name"] == "through-proxy" and result["phi"] is not None
         assert [fault for _, _, fault in proxy.log[:6]] == ["drop", 503, 429, 502, 504, None]
         assert proxy.log[5][:2] == ("POST", "/v1/screenings")  # the submission got through after five faults
 
         proxy.faults = [503] * 3
         with Client(proxy.url, api_key=KEY, retries=2, backoff_s=0.01) as client, pytest.raises(ServerError) as err:
-            client.submit(structures()["cah4"], OPTIONS)
+            client.submit(structures()["h4_tet"], OPTIONS)
         assert err.value.status == 503 and not proxy.faults
     finally:
         proxy.shutdown()
@@ -167,7 +168,7 @@ def test_unreachable_server_raises_after_retries():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once the socket is closed
     with Client(f"http://127.0.0.1:{port}", retries=2, backoff_s=0.01) as client, pytest.raises(ClientError, match="cannot reach"):
-        client.submit(structures()["cah4"], OPTIONS)
+        client.submit(structures()["h4_tet"], OPTIONS)
 
 
 def test_multi_structure_texts_are_split(tmp_path):

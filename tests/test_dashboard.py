@@ -1,6 +1,6 @@
 """The dashboard in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright against a
 live ``elfscreen serve`` (a subprocess, PostgreSQL store, the shipped model, Celery over the machine's Redis)
-that screens four real hydrogen crystals — the three DFT test cells of ``tests/data/qe`` and CaH6; the
+that screens four real hydrogen crystals — the three DFT test cells of ``tests/data/qe`` and sodalite H6; the
 Celery worker starts only once the pages show the jobs queued, so the live updates are seen every time.
 Checks the live updates, the table and
 its sorting and filters, the plots, a batch page, a structure page (3D view, slice, critical points,
@@ -41,10 +41,11 @@ NAMES = ["h2_molecular_cubic", "h_chains_tetragonal", "h_hexagonal"]
 
 
 def structures() -> dict[str, str]:
-    """POSCAR text of the three DFT test cells, and CaH6 (Im-3m, primitive cell) as CIF."""
+    """POSCAR text of the three DFT test cells, and the H sodalite cage of CaH6 without its Ca (Im-3m,
+    primitive cell, 6 H; the shipped model sees hydrogen only) as CIF."""
     files = {f"POSCAR_{name}": read_grid(QE / f"{name}.ELF.cube.gz").structure.to(fmt="poscar") for name in NAMES}
-    cah6 = Structure.from_spacegroup("Im-3m", Lattice.cubic(3.52), ["Ca", "H"], [[0, 0, 0], [0.25, 0, 0.5]])
-    files["cah6.cif"] = cah6.get_primitive_structure().to(fmt="cif")
+    sodalite = Structure.from_spacegroup("Im-3m", Lattice.cubic(3.3), ["H"], [[0.25, 0, 0.5]])
+    files["h6_sodalite.cif"] = sodalite.get_primitive_structure().to(fmt="cif")
     return files
 
 
@@ -98,17 +99,17 @@ def worker(service_env, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def batches(server):
-    """Two batches, submitted while no worker runs (so they stay queued): three DFT cells (default options: no grid kept), and CaH6
-    with its grid kept. ``{"cells": submit response, "cah6": submit response}``."""
+    """Two batches, submitted while no worker runs (so they stay queued): three DFT cells (default options: no grid kept), and sodalite H6
+    with its grid kept. ``{"cells": submit response, "sodalite": submit response}``."""
     files = structures()
     cells = httpx.post(f"{server}/v1/screenings", timeout=60,
                        files=[("files", (name, text)) for name, text in files.items() if name.startswith("POSCAR")])
-    cah6 = httpx.post(f"{server}/v1/screenings", timeout=60, data={"options": json.dumps({"keep_grid": True})},
-                      files=[("files", ("cah6.cif", files["cah6.cif"]))])
-    assert cells.status_code == cah6.status_code == 202, (cells.text, cah6.text)
+    sodalite = httpx.post(f"{server}/v1/screenings", timeout=60, data={"options": json.dumps({"keep_grid": True})},
+                          files=[("files", ("h6_sodalite.cif", files["h6_sodalite.cif"]))])
+    assert cells.status_code == sodalite.status_code == 202, (cells.text, sodalite.text)
     job = cells.json()["jobs"][0]
     assert job["links"]["ui"] == f"{server}/ui/screenings/{job['id']}"
-    return {"cells": cells.json(), "cah6": cah6.json()}
+    return {"cells": cells.json(), "sodalite": sodalite.json()}
 
 
 @pytest.fixture(scope="module")
@@ -180,10 +181,10 @@ def painted(page, selector: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_pages_update_live_then_stop_polling(watched, browser, server, batches, worker):
-    """Opened while the jobs are queued (no worker yet), the overview and CaH6's page show them finish once a
+    """Opened while the jobs are queued (no worker yet), the overview and sodalite H6's page show them finish once a
     worker starts."""
     structure = Watched(browser, server)
-    structure.page.goto(f"{server}/ui/screenings/{batches['cah6']['jobs'][0]['id']}")
+    structure.page.goto(f"{server}/ui/screenings/{batches['sodalite']['jobs'][0]['id']}")
     page = watched.page
     page.goto(f"{server}/ui")
     page.wait_for_selector("#results tbody tr")
@@ -225,7 +226,7 @@ def test_table_sorts_filters_and_plots(watched, server, done):
     page.click("#results th[data-key=name] button")  # text: the browser's collation (case-insensitive)
     names = table_values(page, "name")
     assert names == page.evaluate("names => [...names].sort((a, b) => a.localeCompare(b))", names)
-    assert names[0] == "cah6.cif"
+    assert names[0] == "h6_sodalite.cif"
 
     # histogram: 20 bins of φ holding the 4 structures; scatter: one point per structure with φ and Tc
     assert page.locator("#histogram rect.bar").count() == 20
@@ -262,9 +263,9 @@ def test_batch_page_lists_its_jobs_with_a_permalink(watched, server, done):
     watched.check()
 
 
-@pytest.mark.parametrize("which", ["cah6", "cells"])
+@pytest.mark.parametrize("which", ["sodalite", "cells"])
 def test_structure_page_draws_crystal_isosurface_slice_and_downloads(watched, server, done, which):
-    """CaH6 kept its grid; a DFT cell of the default submission did not, so its views predict it again."""
+    """Sodalite H6 kept its grid; a DFT cell of the default submission did not, so its views predict it again."""
     job = httpx.get(f"{server}/v1/batches/{done[which]['batch_id']}").json()["jobs"][0]
     page = watched.page
     page.goto(job["links"]["ui"])

@@ -1,6 +1,7 @@
 """Network checkpoints, ensembles, grid prediction and the `predict`/`screen` commands."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -87,21 +88,24 @@ def test_grid_shape_from_spacing():
 
 def test_screen_result_carries_uncertainty_provenance_and_warnings(ensemble):
     model, _ = ensemble
-    structure, shape = small_structure("Ca"), (14, 14, 16)
-    result = screen_structure(structure, "cah6", model, shape=shape)
+    structure, shape = small_structure(), (14, 14, 16)
+    model = dataclasses.replace(model, meta={"training_range": {"volume_per_atom_a3": [1.9, 3.2], "min_hh_a": 0.64}})
+    result = screen_structure(structure, "h6", model, shape=shape)
     assert result.uncertainty is not None and result.uncertainty["members"] == 3
     # the spread is that of the members' φ read at the mean's critical points and of their ELF, recomputed
     # here member by member (against a full analysis of each member: test_ensemble.py, bench/ensemble.py)
     pred = predict_grid(structure, model, shape=shape)
     mean = analyze(pred.grid)
     phis = [values_at_events(ElfGrid(structure, m.astype(np.float64), "m"), mean)["phi"] for m in pred.members]
-    assert result.uncertainty["phi_std"] == pytest.approx(np.nanstd([np.nan if p is None else p for p in phis]), abs=1e-9)
+    assert result.uncertainty["phi_std_raw"] == pytest.approx(np.nanstd([np.nan if p is None else p for p in phis]), abs=1e-9)
     assert result.uncertainty["elf_std_mean"] == pytest.approx(float(pred.spread.mean()), rel=1e-6)
     prov = result.provenance
     assert prov.model_version == "test-ensemble" and prov.descriptor["n_features"] == 165
     assert prov.grid.source == "predicted" and {"descriptor", "network", "topology"} <= set(prov.timings_s)
-    assert any("Ca" in w and "ignored" in w for w in result.warnings)
-    assert result.h_dos.assumed  # a compound without H_DOS
+    # 6 H in a 24.0 Å³ cell: 4.01 Å³/atom, beyond the range given above: said, and σ widened (no calibration here)
+    assert any(w.startswith("density 4.01 Å³/atom is outside the training range") for w in result.warnings)
+    assert result.uncertainty["phi_std_raw"] == pytest.approx(result.uncertainty["phi_std"] / 2)
+    assert result.h_dos.source == "definition" and result.h_dos.value == 1 and not result.h_dos.assumed  # pure H
 
 
 def cli(*args):
@@ -112,7 +116,7 @@ def test_cli_predict_and_screen(ensemble, tmp_path):
     model, ckpt = ensemble
     a, b = tmp_path / "POSCAR_a", tmp_path / "b.cif"
     small_structure().to(filename=str(a))
-    small_structure("Ca").to(filename=str(b))
+    small_structure().to(filename=str(b))
     out = tmp_path / "elf.cube"
     proc = cli("predict", str(a), "--model", str(ckpt), "--grid", "10", "10", "12", "--out", str(out))
     assert proc.returncode == 0, proc.stderr

@@ -12,12 +12,14 @@ OPTIONS = {"spacing_a": SPACING}
 
 
 def make_checkpoint(folder) -> str:
-    """An untrained 2-member ELF model, saved, and ELFSCREEN_MODEL pointing at it."""
+    """An untrained 2-member ELF model, saved, and ELFSCREEN_MODEL pointing at it. Species-aware (hydride-v1),
+    so a compound such as CaH4 is screened; an H-only model refuses it (tests/test_species.py)."""
+    from elfscreen.model.descriptor import HYDRIDE_V1
     from elfscreen.model.network import ElfModel
     from elfscreen.model.pipeline import forget_model
 
     path = folder / "elf-test.pt"
-    model = ElfModel.untrained(n_members=2)
+    model = ElfModel.untrained(descriptor=HYDRIDE_V1, n_members=2)
     model.model_version = "service-test"
     model.save(path)
     os.environ["ELFSCREEN_MODEL"] = str(path)
@@ -26,7 +28,8 @@ def make_checkpoint(folder) -> str:
 
 
 def structures() -> dict[str, Structure]:
-    """Three small hydrogen-rich crystals (P1, atoms ≥ 0.7 Å apart)."""
+    """Three small hydrogen-rich crystals (P1, atoms ≥ 0.7 Å apart); CaH4 needs a species-aware model
+    (:func:`make_checkpoint`; the shipped H-only one refuses it, :func:`h_only` strips its Ca)."""
     rng = np.random.default_rng(7)
     out = {}
     for name, lattice, species in [("h6_hex", Lattice.hexagonal(2.9, 3.3), ["H"] * 6),
@@ -37,6 +40,13 @@ def structures() -> dict[str, Structure]:
             if _min_periodic(s) > 0.7:
                 out[name] = s
                 break
+    return out
+
+
+def h_only(s: Structure) -> Structure:
+    """``s`` without its non-hydrogen atoms: what the shipped H-only model screens."""
+    out = s.copy()
+    out.remove_species([el for el in out.composition.elements if el.symbol != "H"])
     return out
 
 

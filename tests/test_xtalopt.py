@@ -83,14 +83,14 @@ def test_keep_flag_from_a_config_file_next_to_the_input_detached(server, tmp_pat
 
 
 def test_embedded_gives_the_servers_number(server, tmp_path):
-    candidate = structures()["cah4"].to(fmt="poscar")
+    candidate = structures()["h4_tet"].to(fmt="poscar")
     value = xtalopt_run(tmp_path / "embedded", candidate, ELFSCREEN_OBJECTIVE_SPACING=SPACING)
-    assert value == server_result(server, str(poscar_path(tmp_path, structures()["cah4"])), "cah4")["phi"]
+    assert value == server_result(server, str(poscar_path(tmp_path, structures()["h4_tet"])), "h4")["phi"]
 
 
 @pytest.mark.parametrize("env", [{}, {"ELFSCREEN_OBJECTIVE": "entropy"}], ids=["bad-poscar", "bad-objective"])
 def test_failures_write_nan_and_log_why(server, tmp_path, env):
-    poscar = "H4\n1.0\n3 0 0\n0 3 0\n0 0 3\nH\n4\ndirect\n0 0 0\n" if not env else structures()["cah4"].to(fmt="poscar")
+    poscar = "H4\n1.0\n3 0 0\n0 3 0\n0 0 3\nH\n4\ndirect\n0 0 0\n" if not env else structures()["h4_tet"].to(fmt="poscar")
     value = xtalopt_run(tmp_path / "bad", poscar, ELFSCREEN_SERVER=server, **env)
     assert math.isnan(value)
     log = (tmp_path / "bad" / "elfscreen-objective.log").read_text()
