@@ -1,0 +1,89 @@
+"""Elements the model cannot see are refused before any prediction: Python, CLI (exit 2) and service (422).
+
+The shipped elf-h model's descriptor sees hydrogen only; before, a hydride's other atoms were left out of
+the ELF with a warning. Now H3S is an input error naming S, the supported list and the model it needs.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from elfscreen.model.descriptor import HYDRIDE_V1
+from elfscreen.model.errors import InputError, UnsupportedElementError
+from elfscreen.model.network import ElfModel
+from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, forget_model, load_model, screen_structure
+
+
+def h3s() -> Structure:
+    """H3S, Im-3m (the 200 GPa superconductor), conventional cell: 2 S and 6 H."""
+    return Structure.from_spacegroup("Im-3m", Lattice.cubic(3.1), ["S", "H"], [[0, 0, 0], [0.5, 0, 0]])
+
+
+def h2() -> Structure:
+    return Structure(Lattice.cubic(2.6), ["H", "H"], [[0, 0, 0], [0.28, 0, 0]])
+
+
+def test_shipped_model_refuses_a_hydride_naming_element_list_and_model():
+    model = load_model(WEIGHTS_DIR / DEFAULT_MODEL)
+    with pytest.raises(UnsupportedElementError) as err:
+        screen_structure(h3s(), "H3S.cif", model, spacing_a=0.3)
+    e = err.value
+    assert isinstance(e, InputError) and e.code == "unsupported_element" and e.elements == ["S"] and e.supported == ("H",)
+    message = str(e)
+    assert message.startswith("H3S.cif: element(s) S not supported by model " + model.model_version)
+    assert "supported: H." in message and "hydride-v1" in message and "--model" in message
+    assert e.to_dict()["error"]["input"] == "H3S.cif"
+
+
+def test_species_aware_model_takes_a_hydride_and_names_what_no_descriptor_knows():
+    model = ElfModel.untrained(descriptor=HYDRIDE_V1, n_members=2)
+    result = screen_structure(h3s(), "H3S", model, spacing_a=0.5)
+    assert result.reduced_formula == "H3S" and result.h_dos.source == "assumed" and result.phi is not None
+    fe = Structure(Lattice.cubic(3.0), ["Fe", "H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.78]])
+    with pytest.raises(UnsupportedElementError) as err:
+        screen_structure(fe, "FeH2.cif", model, spacing_a=0.5)
+    assert err.value.elements == ["Fe"] and "No elfscreen descriptor knows Fe" in str(err.value)
+    assert "hydride-v1" in str(err.value) and "supported: H La Y" in str(err.value)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "elfscreen.app.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_screen_and_predict_exit_2_and_screen_the_others(tmp_path, monkeypatch):
+    monkeypatch.delenv("ELFSCREEN_MODEL", raising=False)
+    bad, good = tmp_path / "H3S.cif", tmp_path / "POSCAR_h2"
+    h3s().to(filename=str(bad))
+    h2().to(filename=str(good))
+    proc = cli("screen", str(bad), str(good), "--spacing", "0.3")
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert lines[0]["error"]["code"] == "unsupported_element" and lines[0]["error"]["input"] == "H3S.cif"
+    assert "elfscreen: error: H3S.cif: element(s) S not supported" in proc.stderr
+    assert lines[1]["name"] == "POSCAR_h2" and lines[1]["phi"] is not None
+    out = tmp_path / "elf.cube"
+    proc = cli("predict", str(bad), "--out", str(out), "--spacing", "0.3")
+    assert proc.returncode == 2 and json.loads(proc.stdout)["error"]["code"] == "unsupported_element" and not out.exists()
+
+
+def test_service_answers_422_at_submission_naming_the_file(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from elfscreen.app.api import create_app
+    from elfscreen.app.config import Settings
+
+    monkeypatch.delenv("ELFSCREEN_MODEL", raising=False)
+    forget_model()
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'jobs.db'}", embedded_workers=1)
+    with TestClient(create_app(settings)) as client:
+        files = [("files", ("POSCAR_h2", h2().to(fmt="poscar"))), ("files", ("H3S.cif", h3s().to(fmt="cif")))]
+        r = client.post("/v1/screenings", files=files, data={"options": json.dumps({"spacing_a": 0.3})})
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["code"] == "unsupported_element" and err["input"] == "H3S.cif"
+        assert "element(s) S not supported by model" in err["message"] and "supported: H." in err["message"]
+        assert client.get("/v1/screenings").json()["total"] == 0  # nothing of the refused request is stored
