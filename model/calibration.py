@@ -11,8 +11,8 @@ scores), and stored as plain numbers in the checkpoint's ``meta["calibration"]``
 Methods (all map σ_ens in the units of φ, ELF):
 
 - ``scale``: σ = k·max(σ_ens, ``SIGMA_MIN``); k the conformal quantile of |e| / (z·σ_ens).
-- ``additive``: σ = √(a² + (k·σ_ens)²); for each k of a grid, the smallest a that reaches the target
-  coverage on validation; the (k, a) with the smallest mean σ is kept.
+- ``additive``: σ = √(a² + (k·σ_ens)²): the shape (a : k) of largest Gaussian likelihood on validation,
+  then scaled by the conformal quantile of |e| / (z·√(a² + (k·σ_ens)²)).
 - ``error-model``: σ = c·exp(β·x), x = (1, log σ_ens, log elf_std_mean, feature distance) fitted by least
   squares to log |e|, then c the conformal quantile of |e| / (z·exp(β·x)).
 
@@ -74,13 +74,9 @@ def fit(rows: Sequence[dict], method: str = "additive", z: float = TARGET_Z, lev
     if method == "scale":
         params = {"k": conformal_quantile(err / (z * raw), level)}
     elif method == "additive":
-        best = None
-        for k in np.linspace(0.0, 40.0, 401):
-            a = conformal_quantile(np.sqrt(np.maximum((err / z) ** 2 - (k * raw) ** 2, 0.0)), level)
-            width = float(np.sqrt(a**2 + (k * raw) ** 2).mean())
-            if best is None or width < best[0] - 1e-12:
-                best = (width, float(k), a)
-        params = {"k": best[1], "a": best[2]}
+        a, k = _additive_shape(err, raw)
+        c = conformal_quantile(err / (z * np.sqrt(a**2 + (k * raw) ** 2)), level)
+        params = {"k": c * k, "a": c * a}
     else:
         x = np.stack([_features(r) for r in rows])
         beta, *_ = np.linalg.lstsq(x, np.log(np.maximum(err, 1e-6)), rcond=None)
@@ -94,6 +90,17 @@ def fit(rows: Sequence[dict], method: str = "additive", z: float = TARGET_Z, lev
                          "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}}
     out["coverage_fit"] = float(np.mean(err <= z * np.array([sigma_phi(out, r) for r in rows])))
     return out
+
+
+def _additive_shape(err: np.ndarray, raw: np.ndarray) -> tuple[float, float]:
+    """(a, k) of the Gaussian error scale √(a² + (k·σ_ens)²) of largest likelihood (a grid over a ∈ 1e-4…0.5,
+    k ∈ {0} ∪ 0.1…100, log-spaced); only its shape matters, the conformal factor sets its size."""
+    a_grid = np.geomspace(1e-4, 0.5, 80)
+    k_grid = np.concatenate([[0.0], np.geomspace(0.1, 100.0, 80)])
+    s2 = a_grid[:, None, None] ** 2 + (k_grid[None, :, None] * raw[None, None, :]) ** 2
+    nll = (0.5 * np.log(s2) + err[None, None, :] ** 2 / (2 * s2)).mean(-1)
+    i, j = np.unravel_index(np.argmin(nll), nll.shape)
+    return float(a_grid[i]), float(k_grid[j])
 
 
 def sigma_phi(calibration: dict, row: dict) -> float:

@@ -3,7 +3,8 @@
 Every other test runs an untrained model; this one loads ``model/weights/elf-h.pt`` and predicts the ELF
 on exactly the DFT grids of structures it never trained on (``data/crystal-test``: all 29 cubic and
 hexagonal crystals; ``data/fluid-md``: 10 MD snapshots of dense fluid H), then compares with the figures
-``model/weights/MODEL_CARD.md`` publishes, read from the card itself. A swapped, retrained-for-worse,
+``model/weights/MODEL_CARD.md`` publishes, read from the card itself, and checks the calibrated σ's
+promise: ≥ 90 % within 2σ. A swapped, retrained-for-worse,
 truncated or untrained checkpoint fails here (an untrained ensemble gives φ MAE ≈ 0.20 and ELF MAE ≈ 0.26).
 
 The card's "all" row covers 67 held-out structures, 29 of them ``crystal-test``; on that subset the
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from elfscreen.model.calibration import row_sigma
 from elfscreen.model.evaluate import evaluate_entry
 from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, load_model
 from elfscreen.model.train import load_entries
@@ -76,6 +78,11 @@ def phi_errors(rows: list[dict]) -> np.ndarray:
     return np.array([abs(r["phi_ml"] - r["phi_dft"]) for r in rows])
 
 
+def within_2sigma(model, rows: list[dict]) -> float:
+    """Share of ``rows`` whose |φ_ML − φ_DFT| is within twice the calibrated σ a screening result carries."""
+    return float(np.mean([abs(r["phi_ml"] - r["phi_dft"]) <= 2 * row_sigma(r, model.meta["calibration"]) for r in rows]))
+
+
 def test_held_out_crystals_match_the_model_card(shipped):
     card, largest = card_row("all"), card_largest_phi_error()
     got = rows(shipped, "crystal-test")
@@ -87,6 +94,7 @@ def test_held_out_crystals_match_the_model_card(shipped):
     assert elf_mae <= card["elf_mae"] * ELF_MAE_FACTOR, f"ELF MAE {elf_mae:.4f} vs the card's {card['elf_mae']}"
     r2 = np.median([r["r2_identity"] for r in got])
     assert r2 >= card["r2_identity"] - R2_MARGIN, f"identity R² median {r2:.4f} vs the card's {card['r2_identity']}"
+    assert within_2sigma(shipped, got) >= 0.9  # the calibration's promise (28 of 29 here)
 
 
 def test_held_out_fluid_snapshots_match_the_model_card(shipped):
@@ -102,3 +110,4 @@ def test_held_out_fluid_snapshots_match_the_model_card(shipped):
     assert elf_mae <= card["elf_mae"] * ELF_MAE_FACTOR, f"ELF MAE {elf_mae:.4f} vs the card's fluid {card['elf_mae']}"
     r2 = np.median([r["r2_identity"] for r in got])
     assert r2 >= card["r2_identity"] - R2_MARGIN, f"identity R² median {r2:.4f} vs the card's fluid {card['r2_identity']}"
+    assert within_2sigma(shipped, got) >= 0.9  # the calibration's promise (9 of these 10)
