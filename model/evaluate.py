@@ -219,7 +219,10 @@ def evaluate(model: ElfModel, entries: Sequence[Entry], out_dir: str | Path, dev
     out.mkdir(parents=True, exist_ok=True)
     rows, pooled = evaluated_rows(model, entries, device, progress, cache_dir)
     report = {"model_version": model.model_version, "summary": summarise(rows), "structures": rows}
-    if any(r.get("phi_std") is not None for r in rows):
+    spread = any(r.get("phi_std") is not None for r in rows)
+    if fit_method and not spread:
+        raise InputError(model.model_version, "has no ensemble spread to calibrate (one member, or no φ on any structure)")
+    if spread:
         options = calibration_options(rows)
         if fit_method:
             if fit_method not in options:

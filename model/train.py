@@ -166,7 +166,9 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
         meta["metrics_held_out_points"]["structures"] = len(held_e)
     model.meta = meta
     validation = [e for e in held_e if sides[e.id] == "validation"]
-    if config.calibration and config.members > 1:
+    if config.calibration and config.members > 1 and len(validation) < 10:
+        log(f"no φ calibration: {len(validation)} validation structures, 10 needed")
+    elif config.calibration and config.members > 1:
         from elfscreen.model.evaluate import calibrate_on_validation
 
         try:

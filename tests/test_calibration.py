@@ -13,7 +13,7 @@ from scipy.stats import norm
 
 from elfscreen.model.calibration import (OOD_FACTOR, calibrate, conformal_quantile, coverage, domain_flags, fit,
                                          row_sigma, sigma_phi)
-from elfscreen.model.evaluate import coverage_by_group, evaluate
+from elfscreen.model.evaluate import calibrate_on_validation, coverage_by_group, evaluate
 from elfscreen.model.network import ElfModel
 from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, screen_structure
 from elfscreen.model.tc import tc_sensitivity
@@ -160,3 +160,14 @@ def test_shipped_calibration_was_fitted_on_the_validation_split_only():
     assert len(ids) == cal["fitted_on"]["structures"] >= 20
     assert not set(ids) & set(meta["splits"]["train"])
     assert all(split_of(i, meta["config"]["validation_fraction"], meta["config"]["test_fraction"]) == "validation" for i in ids)
+
+
+def test_calibrate_on_validation_fits_from_whole_grids():
+    """What ``train`` stores when its validation split has ≥ 10 structures: the members' spread and φ
+    against the grids' own φ, fitted."""
+    from test_training import make_entries
+
+    entries = make_entries(12)
+    cal = calibrate_on_validation(ElfModel.untrained(n_members=2, seed=3), entries)
+    assert cal["method"] == "additive" and cal["fitted_on"]["ids"] == sorted(e.id for e in entries)
+    assert cal["coverage_fit"] >= 0.9 and cal["params"]["a"] >= 0 and cal["params"]["k"] >= 0

@@ -106,7 +106,7 @@ def test_train_and_evaluate_commands_on_a_dataset_folder(tmp_path):
     generate(tmp_path / "a", "crystal", 12, relax_fraction=0.0, options=small, runner=fake_elf)
     generate(tmp_path / "b", "crystal", 2, seed=7, relax_fraction=0.0, options=small, runner=fake_elf)
     ckpt = tmp_path / "m.pt"
-    assert main(["train", "--data", str(tmp_path / "a"), "--out", str(ckpt), "--members", "1", "--epochs", "2",
+    assert main(["train", "--data", str(tmp_path / "a"), "--out", str(ckpt), "--members", "2", "--epochs", "2",
                  "--points-per-structure", "200", "--half"]) == 0
     saved = torch.load(ckpt, weights_only=False)
     assert all(v.dtype == torch.float16 for v in saved["members"][0].values() if v.is_floating_point())
@@ -116,3 +116,8 @@ def test_train_and_evaluate_commands_on_a_dataset_folder(tmp_path):
     ids = {r["id"] for r in json.loads((tmp_path / "ev" / "report.json").read_text())["structures"]}
     assert ids == set(splits["validation"]) | set(splits["test"]) | {"crystal-s7-000000", "crystal-s7-000001"}
     assert (tmp_path / "ev" / "report.md").is_file()
+    # a calibration needs ≥ 10 validation structures (none here): refused with exit 2, no checkpoint written
+    out = tmp_path / "calibrated.pt"
+    assert main(["evaluate", "--model", str(ckpt), "--data", str(tmp_path / "a"), "--out", str(tmp_path / "ev2"),
+                 "--calibrate-out", str(out)]) == 2
+    assert not out.exists()
