@@ -112,8 +112,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                                                     "(same weights and grid file)")
     ev.add_argument("--calibrate-out", metavar="CKPT", help="fit the φ calibration (--method) on the validation split "
                     "among these structures and write the checkpoint with it (same weights) to CKPT")
-    ev.add_argument("--method", default="additive", choices=["scale", "additive", "error-model"],
-                    help="calibration method for --calibrate-out (default additive)")
+    ev.add_argument("--method", default="additive", choices=["scale", "additive"],
+                    help="calibration method for --calibrate-out (default additive; every method is compared in the report)")
     ev.add_argument("--version", help="model version of the --calibrate-out checkpoint (default: unchanged)")
 
     an = sub.add_parser("analyze", help="analyses of a predicted ELF against DFT (residual: the paper's Fig. 2)",

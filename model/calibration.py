@@ -14,7 +14,8 @@ Methods (all map σ_ens in the units of φ, ELF):
 - ``additive``: σ = √(a² + (k·σ_ens)²): the shape (a : k) of largest Gaussian likelihood on validation,
   then scaled by the conformal quantile of |e| / (z·√(a² + (k·σ_ens)²)).
 - ``error-model``: σ = c·exp(β·x), x = (1, log σ_ens, log elf_std_mean, feature distance) fitted by least
-  squares to log |e|, then c the conformal quantile of |e| / (z·exp(β·x)).
+  squares to log |e|, then c the conformal quantile of |e| / (z·exp(β·x)). Measured by ``elfscreen
+  evaluate`` for comparison; the pipeline cannot apply it (results do not carry the feature distance).
 
 Outside the training domain (density, shortest H–H, species the training data did not hold) σ is
 multiplied by ``OOD_FACTOR`` and the result says so in ``warnings``. The factor is a stated choice,
@@ -50,13 +51,13 @@ def _raw(row: dict) -> float:
 
 
 def _features(row: dict) -> np.ndarray:
-    """The error model's inputs of one row (missing numbers read as the typical value 0 of a log ratio)."""
-    def log(key):
-        v = row.get(key)
-        return math.log(max(float(v), SIGMA_MIN)) if v is not None and np.isfinite(v) else math.log(SIGMA_MIN)
-
-    z = row.get("feature_z_rms_bottleneck")
-    return np.array([1.0, log("phi_std"), log("elf_std_mean"), float(z) if z is not None and np.isfinite(z) else 1.0])
+    """The error model's inputs of one row: 1, log σ_ens, log elf_std_mean, the bottleneck's feature distance."""
+    missing = [k for k in ("elf_std_mean", "feature_z_rms_bottleneck") if row.get(k) is None]
+    if missing:
+        raise ValueError(f"the error-model calibration needs {', '.join(missing)}; screening results do not carry "
+                         "the bottleneck's feature distance, so it is measured in evaluate only")
+    return np.array([1.0, math.log(_raw(row)), math.log(max(float(row["elf_std_mean"]), SIGMA_MIN)),
+                     float(row["feature_z_rms_bottleneck"])])
 
 
 def fit(rows: Sequence[dict], method: str = "additive", z: float = TARGET_Z, level: float = TARGET_COVERAGE) -> dict:
