@@ -17,7 +17,7 @@ import pytest
 from live_server import live_server
 from pymatgen.io.res import ResIO
 from pyxtal import pyxtal
-from test_service_common import structures
+from test_service_common import h_only, structures
 
 SPACING = "0.3"
 
@@ -52,7 +52,7 @@ def airss(structure, label: str) -> str:
 
 def search_folder(root: Path) -> dict[str, int]:
     """A folder as a search leaves it; returns each structure file (relative) and how many structures it holds."""
-    xtals, more = random_crystals(4), list(structures().values())
+    xtals, more = random_crystals(4), [h_only(s) for s in structures().values()]  # the shipped model sees H only
     files = {"cif/a.cif": xtals[0].to(fmt="cif"), "vasp/POSCAR": xtals[1].to(fmt="poscar"),
              "vasp/b.vasp": more[2].to(fmt="poscar"),
              "airss/all.res": airss(xtals[2], "H6-1") + airss(xtals[3], "H8-2"),
