@@ -42,9 +42,9 @@ def crystal_family(entry: Entry) -> str:
         return "unknown"
 
 
-def evaluate_entry(model: ElfModel, entry: Entry, device: str | None = None, spread: bool = True) -> tuple[dict, np.ndarray]:
+def evaluate_entry(model: ElfModel, entry: Entry, device: str | None = None) -> tuple[dict, np.ndarray]:
     """Metrics of one structure (pointwise errors over the whole DFT grid, φ/φ* ML vs DFT) and the
-    predicted ELF on that grid. With ``spread`` (and more than one member), the row also holds the
+    predicted ELF on that grid. With more than one member, the row also holds the
     ensemble spread (:func:`~elfscreen.model.pipeline.member_spread`: ``phi_std``, ``phi_star_std``,
     ``tc_std_k``, ``elf_std_mean``) and the calibration's inputs (:func:`uncertainty_inputs`)."""
     pred = predict_grid(entry.structure, model, shape=entry.grid.shape, device=device, name=entry.id)
@@ -53,7 +53,7 @@ def evaluate_entry(model: ElfModel, entry: Entry, device: str | None = None, spr
     row = {"id": entry.id, "family": crystal_family(entry), "kind": entry.meta.get("kind"), **metrics,
            "phi_ml": ml.phi, "phi_dft": dft.phi, "phi_star_ml": ml.phi_star, "phi_star_dft": dft.phi_star,
            "elf_spread_mean": float(pred.spread.mean())}
-    if spread and len(model.members) > 1:
+    if len(model.members) > 1:
         from elfscreen.model.pipeline import member_spread
 
         row.update({k: v for k, v in member_spread(pred.grid, pred.members, ml).items() if k != "method"})
