@@ -173,11 +173,13 @@ def _read_cached(folder: Path, entry_id: str, key: dict):
 
 def coverage_by_group(rows: Sequence[dict], calibration: dict | None) -> dict:
     """:func:`~elfscreen.model.calibration.coverage` of the raw spread and of ``calibration`` (when given)
-    over all rows and per ``group``."""
+    over all rows, over those outside the validation split (``held-out``: what a calibration fitted on
+    validation never saw) and per ``group``."""
     groups = sorted({r.get("group", "all") for r in rows})
+    val = {id(r) for r in validation_rows(rows)}
     out = {}
-    for g in ["all", *groups]:
-        rs = [r for r in rows if g == "all" or r.get("group") == g]
+    for g in ["all", "held-out", *groups]:
+        rs = [r for r in rows if g == "all" or (g == "held-out" and id(r) not in val) or r.get("group") == g]
         out[g] = {"raw": coverage(rs, None), **({"calibrated": coverage(rs, calibration)} if calibration else {})}
     return out
 
