@@ -478,7 +478,9 @@ def _write_json(path: Path, obj: dict) -> None:
 # files
 # ---------------------------------------------------------------------------------------------------
 
-def _write_npz(path: Path, grid: ElfGrid, stride: int, entry: str) -> tuple[int, str, list[int]]:
+def write_npz(path: Path, grid: ElfGrid, stride: int, entry: str) -> tuple[int, str, list[int]]:
+    """Write ``grid`` (every ``stride``-th point, float16) and its structure as the dataset file ``path``
+    (atomically); its size in bytes, SHA-256 and stored grid shape."""
     values = grid.values[::stride, ::stride, ::stride] if stride > 1 else grid.values
     buf = io.BytesIO()
     s = grid.structure
@@ -522,7 +524,8 @@ def read_manifest(out_dir: str | Path) -> list[dict]:
     return read_jsonl(Path(out_dir) / "manifest.jsonl")
 
 
-def _append(path: Path, obj: dict) -> None:
+def append_jsonl(path: Path, obj: dict) -> None:
+    """Append ``obj`` as one JSON line to ``path`` and fsync it (a manifest line is written whole or not at all)."""
     line = json.dumps(obj, separators=(",", ":"), default=_json_default) + "\n"
     with open(path, "a") as f:
         f.write(line)
@@ -552,7 +555,8 @@ def _topology(grid: ElfGrid) -> dict:
             "grid": "full-resolution float64 DFT grid", "wall_s": round(time.monotonic() - t0, 2)}
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (``2026-01-31T12:00:00Z``)."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -634,8 +638,8 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
             else:
                 structure, gen_info = build_structure(kind, seed, i, params)
         except InputError as exc:  # DftError (a failed MD run) included
-            _append(failed_path, {**base, "created": _now(), "step": "md" if kind == "fluid-md" else "structure",
-                                  "reason": str(exc)})
+            append_jsonl(failed_path, {**base, "created": utc_now(), "step": "md" if kind == "fluid-md" else "structure",
+                                       "reason": str(exc)})
             counts["failed"] += 1
             _report(progress, eid, "failed", str(exc), counts, t_run)
             continue
@@ -644,17 +648,17 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
         try:
             grid, record = runner(structure, settings, None, params.get("relax_pressure_gpa"), name=eid)
         except DftError as exc:
-            _append(failed_path, {**base, "created": _now(), "step": exc.record.get("failed_step", "dft"),
-                                  "reason": str(exc), "record": exc.record, "cpu_s": exc.record.get("cpu_s"),
-                                  "wall_s": round(time.monotonic() - t0, 2)})
+            append_jsonl(failed_path, {**base, "created": utc_now(), "step": exc.record.get("failed_step", "dft"),
+                                       "reason": str(exc), "record": exc.record, "cpu_s": exc.record.get("cpu_s"),
+                                       "wall_s": round(time.monotonic() - t0, 2)})
             counts["failed"] += 1
             _report(progress, eid, "failed", str(exc), counts, t_run)
             continue
         topo = _topology(grid)
-        size, sha, stored_shape = _write_npz(out / f"{eid}.npz", grid, options.stride, eid)
+        size, sha, stored_shape = write_npz(out / f"{eid}.npz", grid, options.stride, eid)
         s = grid.structure
         entry = {
-            **base, "created": _now(),
+            **base, "created": utc_now(),
             "structure_hash": structure_hash(s), "n_atoms": len(s),
             "volume_per_atom_a3": round(s.volume / len(s), 5), "min_hh_a": round(min_hh_distance(s), 4),
             "species": sorted({site.specie.symbol for site in s}), "formula": s.composition.reduced_formula,
@@ -675,7 +679,7 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
                    "pp": record.get("pp"), "rescaled": record.get("rescaled"), "relax": _slim_relax(record.get("relax"))},
             "wall_s": round(time.monotonic() - t0, 2),
         }
-        _append(manifest, entry)
+        append_jsonl(manifest, entry)
         counts["done"] += 1
         _report(progress, eid, "done", f"{len(s)} atoms, φ={topo['phi']}, {size / 1024:.0f} KiB", counts, t_run)
     return counts
