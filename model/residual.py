@@ -539,8 +539,10 @@ def run(reference_path, model_path=None, slice=None, volume: bool = False, kmax_
         predicted = pred_grid.values
         source = {"prediction": str(prediction_path)}
     else:
+        from elfscreen.model.pipeline import check_model_species
         from elfscreen.model.predict import predict_grid
 
+        check_model_species(reference.structure, model, reference.name)
         pred = predict_grid(reference.structure, model, shape=reference.shape, device=device, name=reference.name)
         predicted = pred.grid.values
         source = {"model": str(model_path) if model_path else "default", "model_version": model.model_version,

@@ -87,3 +87,15 @@ def test_service_answers_422_at_submission_naming_the_file(tmp_path, monkeypatch
         assert err["code"] == "unsupported_element" and err["input"] == "H3S.cif"
         assert "element(s) S not supported by model" in err["message"] and "supported: H." in err["message"]
         assert client.get("/v1/screenings").json()["total"] == 0  # nothing of the refused request is stored
+
+
+def test_residual_analysis_refuses_a_hydride_reference_before_predicting(tmp_path):
+    import numpy as np
+
+    from elfscreen.model.residual import run
+    from elfscreen.model.volumetric import ElfGrid, write_grid
+
+    reference = write_grid(ElfGrid(h3s(), np.full((8, 8, 8), 0.5), name="H3S"), tmp_path / "H3S.cube")
+    with pytest.raises(UnsupportedElementError) as err:
+        run(reference, WEIGHTS_DIR / DEFAULT_MODEL, out_dir=tmp_path / "out", figures=False)
+    assert err.value.elements == ["S"] and not (tmp_path / "out").exists()
