@@ -1,10 +1,13 @@
 """The HTTP API (FastAPI; OpenAPI at ``/docs`` and ``/openapi.json``).
 
 ``POST /v1/screenings`` validates every structure, stores the batch and its jobs, then queues them and
-answers 202; jobs run in the embedded pool or on Celery workers (``app.dispatch``). Every error body is
+answers 202; jobs run in the embedded pool or on Celery workers (``app.dispatch``). ``POST
+/v1/screenings/{id}/verify`` queues the DFT verification of a done job (the embedded DFT pool or the
+Celery ``dft`` queue), ``DELETE`` cancels it, ``dft.cube`` is its DFT ELF. Every error body is
 ``{"error": {"code", "message", "input"}}``: 401 no/unknown API key, 404 unknown id, 413 too large,
-415 not JSON or multipart, 422 an unusable input (the message names it), 429 rate limit,
-503 no model or store; never a traceback.
+409 not ready (a verification of an unfinished job, a grid not there yet), 415 not JSON or multipart,
+422 an unusable input (the message names it), 429 rate limit, 503 no model or store, or no Quantum
+ESPRESSO for a verification; never a traceback.
 """
 from __future__ import annotations
 
@@ -38,8 +41,9 @@ from elfscreen.app.submission import prepare
 from elfscreen.app.webhook import check_callback_url, notify_batch
 from elfscreen.app.links import base_url, batch_links, job_links
 from elfscreen.app.schemas import (Batch, ErrorResponse, Job, JobPage, JobRef, Options, Status, SubmitRequest, SubmitResponse,
-                         job_out, keep_grid, timestamp)
+                         VerifyRequest, job_out, keep_grid, timestamp)
 from elfscreen.app.store import UNFINISHED, Store
+from elfscreen.app.verification import missing_qe
 from elfscreen.model import __version__
 from elfscreen.model.errors import InputError
 from elfscreen.model.limits import LimitError
@@ -48,7 +52,7 @@ from elfscreen.model.structures import structure_from_dict
 from elfscreen.model.volumetric import ElfGrid, write_grid
 
 log = logging.getLogger("elfscreen.api")
-ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 413, 415, 422, 429, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 415, 422, 429, 503)}
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
               406: "not_acceptable", 413: "too_large", 415: "unsupported_media_type"}
 
@@ -107,13 +111,19 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     async def submit(request: Request) -> SubmitResponse:
         owner = owner_of(request, settings)
         app.state.limiter.check(owner if settings.api_keys else _client(request))
-        items, options, callback = await _read_submission(request, settings)
+        items, options, callback, verify = await _read_submission(request, settings)
+        if verify.verify or verify.verify_top:
+            _check_qe()
         store, dispatcher = app.state.store, app.state.dispatcher
         batch, rows = await run_in_threadpool(prepare, items, options, settings, store, owner, app.state.sandbox,
                                               callback)
+        batch.update(verify=verify.verify, verify_top=verify.verify_top, verify_by=verify.verify_by,
+                     verify_state="pending" if verify.verify_top else None)
         await run_in_threadpool(store.create_batch, batch, rows)
         queued = [r["id"] for r in rows if r["status"] == "queued"]
         await run_in_threadpool(dispatcher.send, queued)
+        if verify.verify or verify.verify_top:  # jobs answered from the cache are done already
+            await run_in_threadpool(dispatcher.send_verifications, store.after_screening(batch["id"]))
         metrics.submitted(len(rows), len(rows) - len(queued))
         if callback and not queued:
             threading.Thread(target=notify_batch, args=(store, batch["id"], settings), daemon=True).start()
@@ -165,10 +175,44 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         if data is None:
             raise ApiError(404, "no_grid", "the grid of this job was not kept (submit with options.keep_grid = true, "
                            "or ask for it with ?recompute=true)", row["name"])
-        headers = {"Content-Disposition": content_disposition(f"{row['name']}.elf.cube")}
-        if "gzip" in request.headers.get("accept-encoding", ""):
-            return Response(data, media_type="chemical/x-cube", headers={**headers, "Content-Encoding": "gzip"})
-        return Response(gzip.decompress(data), media_type="chemical/x-cube", headers=headers)
+        return _cube_response(data, f"{row['name']}.elf.cube", request)
+
+    @app.post("/v1/screenings/{job_id}/verify", status_code=202, response_model=Job, responses=ERRORS,
+              summary="Verify a done job by DFT (Quantum ESPRESSO at the dataset settings); the job with its "
+                      "`verification`, whose result gains `dft` and `delta_phi` once it is done")
+    def verify_job(job_id: str, request: Request) -> Job:
+        _check_qe()
+        row = _job_or_404(request, job_id)
+        if row["status"] != "done":
+            raise ApiError(409, "not_ready", f"job {job_id} is {row['status']}; only a done job can be verified",
+                           row["name"])
+        row, queued = app.state.store.request_verification(job_id, owner_of(request, settings))
+        if queued:
+            app.state.dispatcher.send_verifications([job_id])
+        return job_out(row, base=base_url(request, settings))
+
+    @app.delete("/v1/screenings/{job_id}/verify", response_model=Job, responses=ERRORS,
+                summary="Cancel a queued or running DFT verification (a running DFT run is stopped)")
+    def cancel_verification(job_id: str, request: Request) -> Job:
+        row = _job_or_404(request, job_id)
+        v = row["verification"]
+        if v is None or v["status"] not in UNFINISHED:
+            state = "never requested" if v is None else v["status"]
+            raise ApiError(409, "not_cancellable", f"the verification of job {job_id} is {state}", row["name"])
+        row = app.state.store.cancel_verification(job_id, owner_of(request, settings))
+        return job_out(row, base=base_url(request, settings))
+
+    @app.get("/v1/screenings/{job_id}/dft.cube", responses={**ERRORS, 200: {"content": {"chemical/x-cube": {}}}},
+             response_class=Response, summary="The DFT ELF grid (Gaussian cube) of a done verification")
+    def get_dft_cube(job_id: str, request: Request) -> Response:
+        row = _job_or_404(request, job_id)
+        v = row["verification"]
+        grid = app.state.store.dft_grid(job_id) if v is not None and v["status"] == "done" else None
+        if grid is None:
+            state = "never requested" if v is None else v["status"]
+            raise ApiError(404 if v is None else 409, "no_grid",
+                           f"the verification of job {job_id} is {state}; its DFT grid exists once it is done", row["name"])
+        return _cube_response(_cube_gz(grid, digits=10), f"{row['name']}.dft.cube", request)
 
     @app.get("/healthz", summary="The process is alive")
     def healthz() -> dict:
@@ -200,10 +244,26 @@ def _kept_cube_gz(store: Store, row: dict, owner: str) -> bytes | None:
     return _cube_gz(ElfGrid(structure_from_dict(source["structure"]), values.astype("float64"), row["name"]))
 
 
-def _cube_gz(grid) -> bytes:
-    """A grid as a gzipped cube file (what the store keeps)."""
+def _cube_response(data: bytes, filename: str, request: Request) -> Response:
+    """A gzipped cube as the answer: sent compressed when the client accepts gzip."""
+    headers = {"Content-Disposition": content_disposition(filename)}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(data, media_type="chemical/x-cube", headers={**headers, "Content-Encoding": "gzip"})
+    return Response(gzip.decompress(data), media_type="chemical/x-cube", headers=headers)
+
+
+def _check_qe() -> None:
+    """503 naming the missing programs when Quantum ESPRESSO cannot run a verification here."""
+    missing = missing_qe()
+    if missing:
+        raise ApiError(503, "dft_unavailable", f"DFT verification needs Quantum ESPRESSO: {', '.join(missing)} not "
+                       "found on PATH (apt-get install quantum-espresso); screening is unaffected", "verify")
+
+
+def _cube_gz(grid, digits: int | None = None) -> bytes:
+    """A grid as a gzipped cube file (``digits`` significant digits; default the cube's 5)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return write_grid(grid, Path(tmp) / "elf.cube.gz").read_bytes()
+        return write_grid(grid, Path(tmp) / "elf.cube.gz", digits=digits).read_bytes()
 
 
 def _job_or_404(request: Request, job_id: str) -> dict:
@@ -218,8 +278,8 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _read_submission(request: Request, settings: Settings) -> tuple[list[dict], dict, str | None]:
-    """The structures, options and callback URL of a JSON or multipart submission."""
+async def _read_submission(request: Request, settings: Settings) -> tuple[list[dict], dict, str | None, VerifyRequest]:
+    """The structures, options, callback URL and verification request of a JSON or multipart submission."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         return await _read_form(request, settings)
@@ -235,10 +295,11 @@ async def _read_submission(request: Request, settings: Settings) -> tuple[list[d
     items = [s.model_dump() for s in req.structures]
     callback = None if req.callback_url is None else await run_in_threadpool(check_callback_url, str(req.callback_url),
                                                                              settings)
-    return items, req.options.model_dump(), callback
+    return items, req.options.model_dump(), callback, VerifyRequest(verify=req.verify, verify_top=req.verify_top,
+                                                                    verify_by=req.verify_by)
 
 
-async def _read_form(request: Request, settings: Settings) -> tuple[list[dict], dict, str | None]:
+async def _read_form(request: Request, settings: Settings) -> tuple[list[dict], dict, str | None, VerifyRequest]:
     try:
         form = await request.form(max_files=settings.max_structures + 1, max_fields=20,
                                   max_part_size=settings.max_upload_bytes)
@@ -261,7 +322,11 @@ async def _read_form(request: Request, settings: Settings) -> tuple[list[dict], 
     callback = form.get("callback_url") or None
     if callback is not None:
         callback = await run_in_threadpool(check_callback_url, str(callback), settings)
-    return items, options.model_dump(), callback
+    try:
+        verify = VerifyRequest.model_validate({k: form[k] for k in ("verify", "verify_top", "verify_by") if form.get(k)})
+    except ValidationError as exc:
+        raise _invalid(exc, "form") from None
+    return items, options.model_dump(), callback, verify
 
 
 def _text(data: bytes, name: str, settings: Settings) -> str:
@@ -362,6 +427,10 @@ def _openapi(app: FastAPI) -> dict:
                   "description": "structure files (CIF, POSCAR, extxyz, .res; .gz accepted); the file name is the result's name"},
         "format": {"type": "string", "description": "format of every file (default: from each file name)"},
         "options": {"type": "string", "description": "JSON of the Options object", "example": json.dumps({"spacing_a": 0.1})},
-        "callback_url": {"type": "string", "format": "uri"}}}
+        "callback_url": {"type": "string", "format": "uri"},
+        "verify": {"type": "boolean", "description": "verify every structure by DFT once it is screened"},
+        "verify_top": {"type": "integer", "minimum": 1, "maximum": 1000,
+                       "description": "verify the best k structures by DFT once the batch is screened"},
+        "verify_by": {"type": "string", "enum": ["tc", "phi"], "description": "what verify_top ranks by"}}}
     app.openapi_schema = schema
     return schema

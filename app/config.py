@@ -45,6 +45,8 @@ class Settings:
     parse_timeout_s: float = 10.0  # per structure, in the sandbox
     parse_memory_mb: int = 1024  # address space of a sandbox process
     task_time_limit_s: float = 900.0  # hard limit of one job in a Celery worker
+    dft_workers: int = 1  # processes of the embedded DFT pool (one pw.x each)
+    dft_time_limit_s: float = 3600.0  # hard limit of a DFT verification of ≤ 8 atoms and ≤ 64 k-points; scaled up
     lease_s: float = 60.0  # a running job whose heartbeat is older than this is re-queued
     requeue_after_s: float = 3600.0  # a queued job published longer ago than this is published again
     sweep_every_s: float = 15.0  # how often the API process runs the lost-job sweep
@@ -72,6 +74,8 @@ class Settings:
             parse_timeout_s=_env("PARSE_TIMEOUT_S", cls.parse_timeout_s, float),
             parse_memory_mb=_env("PARSE_MEMORY_MB", cls.parse_memory_mb, int),
             task_time_limit_s=_env("TASK_TIME_LIMIT_S", cls.task_time_limit_s, float),
+            dft_workers=_env("DFT_WORKERS", cls.dft_workers, int),
+            dft_time_limit_s=_env("DFT_TIME_LIMIT_S", cls.dft_time_limit_s, float),
             lease_s=_env("LEASE_S", cls.lease_s, float),
             requeue_after_s=_env("REQUEUE_AFTER_S", cls.requeue_after_s, float),
             sweep_every_s=_env("SWEEP_EVERY_S", cls.sweep_every_s, float),

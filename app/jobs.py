@@ -1,5 +1,6 @@
 """Running stored jobs wherever they execute (an embedded pool process or a Celery worker): claim, screen
-(:mod:`elfscreen.app.screening`), finish, and call the batch's callback when its last job finishes.
+(:mod:`elfscreen.app.screening`), finish, queue the DFT verifications the batch asked for, and call the
+batch's callback when its last job finishes.
 
 A job is written only under its claim (:meth:`~elfscreen.app.store.Store.claim`), so a job delivered twice
 still finishes once. While a process holds jobs their heartbeats are kept fresh (:mod:`elfscreen.app.heartbeat`).
@@ -79,6 +80,8 @@ def _release(store: Store, token: str) -> None:
 def _finish(store: Store, claim: Claim, outcome: dict, settings: Settings, worker: str) -> str | None:
     if not store.finish(claim, worker=worker, **outcome):
         return None
+    if store.wants_verification(claim.batch_id):  # queued unpublished: the API's sweep sends them
+        store.after_screening(claim.batch_id)
     if store.has_callback(claim.batch_id):
         notify_batch(store, claim.batch_id, settings)
     return "failed" if "error" in outcome else "done"

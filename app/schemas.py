@@ -8,11 +8,14 @@ from typing import Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from elfscreen.app.links import job_links
+from elfscreen.app.store import VERIFY_BY, VERIFY_STATUSES, merged_result
 from elfscreen.model.options import Options
 from elfscreen.model.result import ScreeningResult
 from elfscreen.model.structures import FORMATS
 
 Status = Literal["queued", "running", "done", "failed"]
+VerifyStatus = Literal[VERIFY_STATUSES]  # type: ignore[valid-type]
+VerifyBy = Literal[VERIFY_BY]  # type: ignore[valid-type]
 FormatName = Literal[FORMATS + ("vasp", "contcar", "xyz", "airss")]  # type: ignore[valid-type]
 
 
@@ -24,7 +27,17 @@ class StructureIn(BaseModel):
     hdos: float | None = Field(None, gt=0, le=1, description="H share of the DOS at E_F for this structure")
 
 
-class SubmitRequest(BaseModel):
+class VerifyRequest(BaseModel):
+    """What of a batch to verify by DFT after screening (503 when Quantum ESPRESSO is not installed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    verify: bool = Field(False, description="verify every structure by DFT once it is screened")
+    verify_top: int | None = Field(None, ge=1, le=1000, description="verify the best k structures once the batch "
+                                                                     "is screened")
+    verify_by: VerifyBy = Field("tc", description="what verify_top ranks by: tc (result.tc.value_k) or phi")
+
+
+class SubmitRequest(VerifyRequest):
     model_config = ConfigDict(extra="forbid")
     structures: list[StructureIn] = Field(min_length=1)
     options: Options = Options()
@@ -72,6 +85,42 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class DftBlock(BaseModel):
+    """The DFT numbers of a verified structure (``model.verify.verify``'s ``dft``)."""
+
+    model_config = ConfigDict(extra="allow")
+    phi: float | None
+    phi_star: float | None
+    phi_1d: float | None
+    phi_2d: float | None
+    h_dos: float | None = Field(description="H share of the DOS at E_F (projwfc.x)")
+    tc: dict | None
+    grid: dict | None
+    settings: dict = Field(description="the DFT settings (`name`: pure-h or hydride, the dataset settings)")
+    code_version: dict
+    cpu_seconds: float | None
+    wall_seconds: float | None = None
+
+
+class VerifiedResult(ScreeningResult):
+    """The ML result with its DFT verification."""
+
+    dft: DftBlock
+    delta_phi: float | None = Field(description="DFT φ − ML φ")
+
+
+class Verification(BaseModel):
+    """The state of a job's DFT verification."""
+
+    status: VerifyStatus
+    attempts: int = Field(description="times a DFT worker claimed it (>1 after a worker was lost)")
+    error: ErrorBody | None = None
+    requested_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    grid_available: bool = Field(description="the DFT ELF can be fetched at dft.cube")
+
+
 class Job(BaseModel):
     id: str
     batch_id: str
@@ -85,8 +134,10 @@ class Job(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    result: ScreeningResult | None = None
+    result: VerifiedResult | ScreeningResult | None = Field(None, union_mode="left_to_right", description=(
+        "the `screen` object; with `dft` and `delta_phi` once a verification is done"))
     error: ErrorBody | None = None
+    verification: Verification | None = Field(None, description="the DFT verification; null when never asked")
     links: JobLinks | None = None
 
 
@@ -155,6 +206,11 @@ class ResultRow(BaseModel):
     tc_std_k: float | None = Field(None, description="ensemble spread of Tc in K")
     warnings: list[str] = []
     error: str | None = Field(None, description="the error message of a failed job")
+    verification: VerifyStatus | None = Field(None, description="state of the job's DFT verification (null: never asked)")
+    dft_phi: float | None = Field(None, description="φ of the DFT ELF (result.dft.phi), once verified")
+    dft_phi_star: float | None = Field(None, description="φ* of the DFT ELF")
+    dft_tc_k: float | None = Field(None, description="Tc estimate in K from the DFT φ and H_DOS")
+    delta_phi: float | None = Field(None, description="DFT φ − ML φ (result.delta_phi)")
     permalink: str = Field(description="the job's structure page")
 
 
@@ -176,9 +232,19 @@ def job_out(row: dict, with_result: bool = True, base: str | None = None) -> Job
                grid_available=grid_kept(row),
                created_at=timestamp(row["created_at"]), started_at=timestamp(row["started_at"]),
                finished_at=timestamp(row["finished_at"]),
-               result=row["result"] if with_result else None,
+               result=merged_result(row) if with_result else None,
                error=(row["error"] or {}).get("error"),
+               verification=verification_out(row.get("verification")),
                links=None if base is None else job_links(base, row["id"], row["batch_id"], keep_grid(row)))
+
+
+def verification_out(v: dict | None) -> Verification | None:
+    """The API view of a verifications row (None: never asked)."""
+    if v is None:
+        return None
+    return Verification(status=v["status"], attempts=v["attempts"], error=(v["error"] or {}).get("error"),
+                        requested_at=timestamp(v["created_at"]), started_at=timestamp(v["started_at"]),
+                        finished_at=timestamp(v["finished_at"]), grid_available=v["grid_structure"] is not None)
 
 
 def keep_grid(row: dict) -> bool:

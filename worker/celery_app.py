@@ -1,7 +1,9 @@
 """The Celery application: Redis broker, messages of job ids, results in the job store.
 
 Start a worker with ``celery -A elfscreen.worker.celery_app worker -Q cpu`` (or ``-Q gpu`` with
-``ELFSCREEN_DEVICE=cuda`` and ``--concurrency 1``). The API publishes up to
+``ELFSCREEN_DEVICE=cuda`` and ``--concurrency 1``), and a DFT worker with ``-Q dft -c <cores>`` on a
+machine with Quantum ESPRESSO (one pw.x per process; :data:`VERIFY_TASK`, one verification per message,
+its time limit scaled by atoms and k-points by the publisher). The API publishes up to
 ``ELFSCREEN_JOBS_PER_MESSAGE`` job ids per message to ``cpu`` (:data:`MANY_TASK`: run one after another)
 and ``ELFSCREEN_GPU_BATCH`` to ``gpu`` (:data:`BATCH_TASK`: predicted as one batch). Delivery is
 at-least-once: a message is acknowledged only after its jobs ran (``acks_late``), and given back when
@@ -24,6 +26,8 @@ from elfscreen.model.threads import configure_threads, thread_count, usable_core
 TASK_NAME = "elfscreen.screen"  # one job id (messages published before batching)
 MANY_TASK = "elfscreen.screen_many"  # a list of job ids, run one after another
 BATCH_TASK = "elfscreen.screen_batch"  # a list of job ids, predicted as one batch
+VERIFY_TASK = "elfscreen.verify"  # one job id whose DFT verification to run
+DFT_QUEUE = "dft"
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
 
@@ -31,7 +35,7 @@ def make_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings`` (the API's publisher and the worker share it)."""
     app = Celery("elfscreen", broker=settings.broker_url or DEFAULT_BROKER, include=["elfscreen.worker.tasks"])
     app.conf.update(
-        task_queues=[Queue("cpu"), Queue("gpu")],
+        task_queues=[Queue("cpu"), Queue("gpu"), Queue(DFT_QUEUE)],
         task_default_queue="cpu",
         task_acks_late=True,
         task_reject_on_worker_lost=True,

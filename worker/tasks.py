@@ -1,6 +1,7 @@
 """The Celery tasks: run stored jobs through ``model.pipeline``: one job (:func:`elfscreen.app.jobs.run_job`), the
 jobs of a ``cpu`` message one after another (:func:`elfscreen.app.jobs.run_jobs`), or those of a ``gpu`` message as
-one batch (:func:`elfscreen.app.jobs.run_batch`, one network call per round of descriptor chunks). Each job's
+one batch (:func:`elfscreen.app.jobs.run_batch`, one network call per round of descriptor chunks); and
+the DFT verification of one job on the ``dft`` queue (:func:`elfscreen.app.verification.run_verification`). Each job's
 structure was parsed and validated once, at submission; the store holds it as JSON.
 
 Each worker process loads the ELF model once, when it starts, and keeps one store connection pool.
@@ -19,9 +20,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from elfscreen.app.config import Settings
 from elfscreen.app.jobs import run_batch, run_job, run_jobs
 from elfscreen.app.store import Store
+from elfscreen.app.verification import DFT_NICE, run_verification
 from elfscreen.model.errors import InputError
 from elfscreen.model.pipeline import get_model
-from elfscreen.worker.celery_app import BATCH_TASK, MANY_TASK, TASK_NAME, app
+from elfscreen.worker.celery_app import BATCH_TASK, MANY_TASK, TASK_NAME, VERIFY_TASK, app
 
 log = logging.getLogger("elfscreen.worker")
 SETTINGS = Settings.from_env()
@@ -66,3 +68,12 @@ def screen_many(self, job_ids: list[str]) -> list[str | None]:
 def screen_batch(self, job_ids: list[str]) -> list[str | None]:
     """Screen the stored jobs ``job_ids`` as one batch on this worker's device (the ``gpu`` queue)."""
     return run_batch(store(), job_ids, SETTINGS, worker=_worker(self))
+
+
+@app.task(name=VERIFY_TASK, **RETRY)
+def verify(self, job_id: str) -> str | None:
+    """Run the DFT verification of the stored job ``job_id`` (the ``dft`` queue); its final status (None:
+    a duplicate delivery, or cancelled). QE runs below the priority of screening on the same machine."""
+    if os.nice(0) < DFT_NICE:
+        os.nice(DFT_NICE - os.nice(0))
+    return run_verification(store(), job_id, SETTINGS, worker=_worker(self))

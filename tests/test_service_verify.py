@@ -1,0 +1,187 @@
+"""DFT verification in the service (issue 15): against a live embedded `elfscreen serve` the verification
+finishes, its φ equals `elfscreen topology` on the downloaded DFT grid, the ML result stays as it was,
+verify_top picks the best job, cancel stops a running DFT; on Celery with PostgreSQL a DFT worker killed
+with SIGKILL mid-run re-runs the verification, which finishes exactly once; without pw.x on PATH a
+verification answers 503 and screening goes on. Real QE at a low cutoff (ELFSCREEN_VERIFY_ECUTWFC=30)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from pymatgen.core import Lattice, Structure
+
+from elfscreen.app.api import create_app
+from elfscreen.app.config import Settings
+from elfscreen.app.store import Store
+from elfscreen.model.dft import qe_available
+from live_server import live_server
+from test_service_celery import RedisServer, Worker, api
+from test_service_common import make_checkpoint, wait_for
+
+SPACING = 0.35
+CHEAP = {"ELFSCREEN_VERIFY_ECUTWFC": "30"}
+
+
+def h8() -> Structure:
+    """A metallic 8-atom H crystal (as tests/test_verify.py): a 2.6 Å cube, 2×2×2 simple cubic, one atom moved."""
+    frac = np.array([[i, j, k] for i in (0, 0.5) for j in (0, 0.5) for k in (0, 0.5)], dtype=float)
+    frac[0] += 0.04
+    return Structure(Lattice.cubic(2.6), ["H"] * 8, frac)
+
+
+def h4() -> Structure:
+    """A 4-atom H crystal: two H2 molecules in a tetragonal cell (molecular: a low φ)."""
+    return Structure(Lattice.tetragonal(3.0, 3.4), ["H"] * 4,
+                     [[0, 0, 0], [0, 0, 0.22], [0.5, 0.5, 0.5], [0.5, 0.5, 0.72]])
+
+
+def body(structs: dict, **extra) -> dict:
+    return {"structures": [{"name": n, "format": "poscar", "content": s.to(fmt="poscar")} for n, s in structs.items()],
+            "options": {"spacing_a": SPACING}, **extra}
+
+
+def get(http, job_id: str) -> dict:
+    return http.get(f"/v1/screenings/{job_id}").json()
+
+
+def verification_state(http, job_id, states, timeout_s=240, every_s=0.2) -> dict:
+    return wait_for(lambda: get(http, job_id), lambda j: (j["verification"] or {}).get("status") in states,
+                    timeout_s, every_s)
+
+
+def ml_part(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("dft", "delta_phi")}
+
+
+def test_embedded_verification_topology_top_k_and_cancel(tmp_path):
+    assert qe_available(), "QE (pw.x, pp.x, projwfc.x) must be installed for this test"
+    env = {**CHEAP, "ELFSCREEN_WORKERS": "1", "ELFSCREEN_DFT_WORKERS": "1", "ELFSCREEN_SWEEP_EVERY_S": "1"}
+    with live_server(tmp_path, **env) as url, httpx.Client(base_url=url, timeout=60) as http:
+        # verify_top=1 by φ: the better of the two is verified once the batch is screened
+        r = http.post("/v1/screenings", json=body({"H8": h8(), "H4": h4()}, verify_top=1, verify_by="phi"))
+        assert r.status_code == 202, r.text
+        ids = {j["name"]: j["id"] for j in r.json()["jobs"]}
+        screened = {n: wait_for(lambda i=i: get(http, i), lambda j: j["status"] == "done", 120) for n, i in ids.items()}
+        best = max(screened, key=lambda n: screened[n]["result"]["phi"])
+        other = next(n for n in screened if n != best)
+        top = verification_state(http, ids[best], ("done", "failed"))
+        assert top["verification"]["status"] == "done", (top["verification"], (tmp_path / "server.log").read_text()[-3000:])
+        assert get(http, ids[other])["verification"] is None  # only the top 1
+
+        # the ML result is unchanged; dft and delta_phi are added
+        assert ml_part(top["result"]) == screened[best]["result"]
+        dft = top["result"]["dft"]
+        assert top["result"]["delta_phi"] == pytest.approx(dft["phi"] - screened[best]["result"]["phi"], abs=1e-12)
+        assert dft["settings"]["name"] == "pure-h@ecutwfc=30" and dft["code_version"]["qe"] and 0 < dft["h_dos"] <= 1
+        assert top["verification"]["attempts"] == 1 and top["verification"]["grid_available"]
+
+        # the DFT φ is the topology of the downloaded DFT grid
+        cube = http.get(f"/v1/screenings/{ids[best]}/dft.cube")
+        assert cube.status_code == 200 and cube.headers["content-type"] == "chemical/x-cube"
+        path = tmp_path / "dft.cube"
+        path.write_bytes(cube.content)
+        topo = json.loads(subprocess.run([sys.executable, "-m", "elfscreen.app.cli", "topology", str(path),
+                                          "--hdos", str(dft["h_dos"])], capture_output=True, text=True,
+                                         check=True).stdout)
+        assert topo["phi"] == pytest.approx(dft["phi"], abs=1e-6) and topo["phi_star"] == pytest.approx(dft["phi_star"], abs=1e-6)
+        assert http.get(f"/v1/screenings/{ids[other]}/dft.cube").status_code == 404
+
+        # asking again for a done verification changes nothing
+        again = http.post(f"/v1/screenings/{ids[best]}/verify")
+        assert again.status_code == 202 and again.json()["verification"]["status"] == "done"
+
+        # the other job: verify on request, cancel it while its DFT runs, then ask again: it finishes
+        r = http.post(f"/v1/screenings/{ids[other]}/verify")
+        assert r.status_code == 202 and r.json()["verification"]["status"] in ("queued", "running")
+        running = verification_state(http, ids[other], ("running", "done"), every_s=0.05)
+        assert running["verification"]["status"] == "running"
+        cancelled = http.delete(f"/v1/screenings/{ids[other]}/verify")
+        assert cancelled.status_code == 200 and cancelled.json()["verification"]["status"] == "cancelled"
+        assert http.delete(f"/v1/screenings/{ids[other]}/verify").status_code == 409
+        r = http.post(f"/v1/screenings/{ids[other]}/verify")
+        assert r.status_code == 202 and r.json()["verification"]["status"] in ("queued", "running")
+        done = verification_state(http, ids[other], ("done", "failed"))
+        assert done["verification"]["status"] == "done" and ml_part(done["result"]) == screened[other]["result"]
+        assert http.post(f"/v1/screenings/{ids[other]}/verify").json()["verification"]["attempts"] == 1
+
+    store = Store(f"sqlite:///{tmp_path / 'jobs.db'}")
+    events = store.event_counts(ids[other])
+    assert events["verify_cancelled"] == 1 and events["verify_done"] == 1 and events["verify_claimed"] == 2, events
+    assert store.event_counts(ids[best])["verify_done"] == 1
+    verified = list(store.verified())
+    assert [v.job["id"] for v in verified] == [ids[best], ids[other]]
+    job, values, structure = verified[0]
+    assert values.dtype == np.float32 and values.shape == tuple(dft["grid"]["shape"])
+    assert job["result"]["dft"] == dft and job["content"] and job["format"] == "poscar"
+    assert structure.lattice.abc == pytest.approx(h8().lattice.abc if best == "H8" else h4().lattice.abc)
+
+
+def test_no_pw_x_answers_503_and_screening_goes_on(tmp_path, monkeypatch):
+    make_checkpoint(tmp_path)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'jobs.db'}", sweep_every_s=0.5, embedded_workers=1)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/screenings", json=body({"H4": h4()}))
+        assert r.status_code == 202, r.text
+        job_id = r.json()["jobs"][0]["id"]
+        monkeypatch.setenv("PATH", str(empty))
+        for name in ("PW_X", "PP_X", "PROJWFC_X"):
+            monkeypatch.delenv(name, raising=False)
+        refused = client.post("/v1/screenings", json=body({"H8": h8()}, verify=True))
+        assert refused.status_code == 503 and "pw.x" in refused.json()["error"]["message"], refused.text
+        done = wait_for(lambda: client.get(f"/v1/screenings/{job_id}").json(), lambda j: j["status"] == "done", 120)
+        assert done["status"] == "done" and done["verification"] is None
+        r = client.post(f"/v1/screenings/{job_id}/verify")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "dft_unavailable"
+        assert "pw.x" in r.json()["error"]["message"] and "projwfc.x" in r.json()["error"]["message"]
+        assert client.get(f"/v1/screenings/{job_id}").json()["verification"] is None
+        assert client.post("/v1/screenings", json=body({"H8": h8()})).status_code == 202  # screening unaffected
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.kill()
+
+
+def test_celery_dft_worker_killed_mid_run_verification_finishes_once(pg_url, own_redis, tmp_path, monkeypatch):
+    """A batch submitted with verify=true: the cpu worker screens it, the API's sweep sends the
+    verification to the dft queue; its worker is killed (SIGKILL, with its pw.x) while the DFT runs; a
+    second dft worker re-runs it after the lease; it finishes once (events: claimed 2, requeued 1, done 1)."""
+    assert qe_available(), "QE (pw.x, pp.x, projwfc.x) must be installed for this test"
+    make_checkpoint(tmp_path)
+    for key, value in CHEAP.items():
+        monkeypatch.setenv(key, value)
+    cpu = Worker(own_redis.url, pg_url, "cpu", tmp_path / "w-cpu.log")
+    dft = Worker(own_redis.url, pg_url, "dft", tmp_path / "w-dft.log")
+    second = None
+    try:
+        with api(own_redis.url, pg_url, "cpu") as client:
+            r = client.post("/v1/screenings", json=body({"H8": h8()}, verify=True))
+            assert r.status_code == 202, r.text
+            job_id = r.json()["jobs"][0]["id"]
+            running = verification_state(client, job_id, ("running", "done", "failed"), every_s=0.05)
+            assert running["verification"]["status"] == "running", (running, (tmp_path / "w-dft.log").read_text()[-3000:])
+            ml = running["result"]
+            dft.kill9()
+            second = Worker(own_redis.url, pg_url, "dft", tmp_path / "w-dft-2.log")
+            done = verification_state(client, job_id, ("done", "failed"))
+            assert done["verification"]["status"] == "done", (done["verification"],
+                                                              (tmp_path / "w-dft-2.log").read_text()[-3000:])
+            assert done["verification"]["attempts"] == 2 and ml_part(done["result"]) == ml
+            events = client.app.state.store.event_counts(job_id)
+            assert events == {"created": 1, "claimed": 1, "done": 1, "verify_created": 1, "verify_claimed": 2,
+                              "verify_requeued": 1, "verify_done": 1}, events
+            assert client.get(f"/v1/screenings/{job_id}/dft.cube").status_code == 200
+    finally:
+        cpu.stop()
+        dft.stop()
+        if second:
+            second.stop()
