@@ -84,7 +84,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_grid_options(sc)
     _add_result_options(sc)
 
-    ds = sub.add_parser("dataset", help="generate DFT ELF datasets with Quantum ESPRESSO (resumable)")
+    ds = sub.add_parser("dataset", help="DFT ELF datasets: generate them with Quantum ESPRESSO (resumable), summarise them, export the service's DFT-verified jobs")
     if full or command == "dataset":  # its choices come from model.dataset (pymatgen, scipy: ~1 s to import)
         from elfscreen.app import dataset_cli
 

@@ -1,4 +1,5 @@
-"""``elfscreen dataset generate|summary``: the command line over :mod:`elfscreen.model.dataset`."""
+"""``elfscreen dataset generate|summary|export-verified``: the command line over :mod:`elfscreen.model.dataset`
+and (``export-verified``: the service's DFT-verified jobs as a dataset) :mod:`elfscreen.model.verified_dataset`."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ecutwfc", type=float, help="Ry (default 100)")
     g.add_argument("--ecutrho", type=float, help="Ry (default 800 pure H, 400 hydrides)")
     g.add_argument("--max-new", type=int, help="stop after this many new DFT runs")
+    x = sub.add_parser("export-verified", help="write the service's DFT-verified jobs as a training dataset folder",
+                       description="Every job of the service's store with a finished DFT verification: its DFT ELF "
+                                   "grid, H_DOS, DFT settings and the ML result, in the dataset format (npz + "
+                                   "manifest.jsonl) that train and evaluate read. A rerun adds only new structures.")
+    x.add_argument("--out", required=True, help="dataset folder (created; existing entries are kept)")
+    x.add_argument("--db", help="the service's store URL (default: $ELFSCREEN_DB_URL, else sqlite:///elfscreen-jobs.db)")
+    x.add_argument("--stride", type=int, default=1,
+                   help="store every n-th DFT grid point per axis (default 1: the whole grid)")
     s = sub.add_parser("summary", help="counts of one or more dataset folders")
     s.add_argument("dirs", nargs="+", metavar="DIR")
     s.add_argument("--json", action="store_true",
@@ -73,8 +82,38 @@ def _options(args: argparse.Namespace) -> GeneratorOptions:
     return replace(opts, **changes) if changes else opts
 
 
+def _export_verified(args: argparse.Namespace) -> int:
+    """``export-verified``: :meth:`~elfscreen.app.store.Store.verified` → :func:`export_verified`."""
+    from pathlib import Path
+
+    import sqlalchemy as sa
+
+    from elfscreen.app.config import Settings
+    from elfscreen.app.store import Store
+    from elfscreen.model.verified_dataset import VerifiedStructure, export_verified
+
+    url = args.db or Settings.from_env().db_url
+    if url.startswith("sqlite") and not Path(sa.engine.make_url(url).database or "").is_file():
+        raise InputError(url, "no such store: the SQLite file does not exist (give the service's --db URL)")
+    try:
+        store = Store(url)
+    except sa.exc.SQLAlchemyError as exc:
+        raise InputError(url, f"cannot open the store: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+    items = (VerifiedStructure(v.job["id"], v.job["name"], v.structure, v.values, v.job["result"]["dft"], v.job["result"])
+             for v in store.verified())
+
+    def progress(p: dict) -> None:
+        print(f"{p['id']} (job {p['job_id']}): {p['status']}", file=sys.stderr, flush=True)
+
+    counts = export_verified(args.out, items, stride=args.stride, progress=progress)
+    print(json.dumps({"out": args.out, **counts}))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``dataset`` command; progress on stderr, the final counts as JSON on stdout."""
+    if args.dataset_command == "export-verified":
+        return _export_verified(args)
     if args.dataset_command == "summary":
         if args.json:
             print(json.dumps(summary_of(args.dirs)))

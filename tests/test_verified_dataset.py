@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 
 import numpy as np
 import pytest
@@ -109,3 +110,53 @@ def test_train_and_evaluate_on_the_exported_folder(verified, tmp_path):
         assert row["phi_ml"] == pytest.approx(v.ml_result["phi"], abs=0.03)
     mae = np.mean([abs(r["phi_ml"] - r["phi_dft"]) for r in rows.values()])
     assert report["summary"]["all"]["phi_mae"] == pytest.approx(mae)
+
+
+def _store_with_verified_jobs(url: str, verified: list[VerifiedStructure]) -> list[str]:
+    """A job store holding one batch whose jobs finished with the real ML results and whose verifications
+    finished with the real DFT results and grids (the store's own claim → finish path, as a worker does)."""
+    from elfscreen.app.store import Store
+    from elfscreen.model.structures import structure_to_dict
+    from elfscreen.model.volumetric import ElfGrid
+
+    store = Store(url)
+    now = time.time()
+    rows = [{"id": f"{k:032x}", "batch_id": "b" * 32, "seq": k, "owner": "anonymous", "name": v.name, "format": "poscar",
+             "content": v.structure.to(fmt="poscar"), "structure": structure_to_dict(v.structure), "options": {},
+             "cache_key": f"{k:064x}", "status": "queued", "created_at": now} for k, v in enumerate(verified)]
+    store.create_batch({"id": "b" * 32, "owner": "anonymous", "created_at": now, "total": len(rows)}, rows)
+    for row, v in zip(rows, verified):
+        assert store.finish(store.claim(row["id"], "test", 60.0), result=v.ml_result)
+        assert store.request_verification(row["id"], "anonymous")[1]
+        claim = store.claim_verification(row["id"], "test-dft", 60.0)
+        assert store.finish_verification(claim, result={"dft": v.dft, "delta_phi": v.dft["phi"] - v.ml_result["phi"]},
+                                         grid=ElfGrid(v.structure, v.dft_values, v.name))
+    return [r["id"] for r in rows]
+
+
+def test_cli_exports_the_stores_verified_jobs_for_train_and_evaluate(verified, tmp_path, capsys):
+    """`elfscreen dataset export-verified --db` reads the store's verified jobs (Store.verified); the folder
+    goes to `elfscreen train` and `elfscreen evaluate` like any other; a rerun writes nothing new."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    job_ids = _store_with_verified_jobs(url, verified)
+    out = tmp_path / "flywheel"
+    assert _cli(["dataset", "export-verified", "--out", str(out), "--db", url]) == {"out": str(out), "written": 2,
+                                                                                     "skipped": 0}
+    manifest = read_manifest(out)
+    assert [e["screening"]["job_id"] for e in manifest] == job_ids
+    assert [e["topology"]["phi"] for e in manifest] == [v.dft["phi"] for v in verified]
+    assert _cli(["dataset", "export-verified", "--out", str(out), "--db", url])["skipped"] == 2
+    _cli(["train", "--data", str(out), "--out", str(tmp_path / "tiny.pt"), "--members", "1", "--epochs", "2",
+          "--points-per-structure", "100"])
+    report = _cli(["evaluate", "--model", str(model_path()), "--data", str(out), "--out", str(tmp_path / "eval")])
+    assert report["summary"]["all"]["structures"] == 2 and report["summary"]["all"]["phi_mae"] > 0
+
+
+def test_cli_export_names_a_missing_store(tmp_path, capsys):
+    from elfscreen.app.cli import main
+
+    url = f"sqlite:///{tmp_path / 'nope.db'}"
+    assert main(["dataset", "export-verified", "--out", str(tmp_path / "x"), "--db", url]) == 2
+    err = capsys.readouterr().err
+    assert "nope.db" in err and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "nope.db").exists() and not (tmp_path / "x").exists()
