@@ -1,4 +1,5 @@
-"""The ELF grid of a finished job, for the structure page's slice and isosurface and the cube download.
+"""The ELF grid of a finished job, for the structure page's slice and isosurface and the cube download; and the
+DFT grid of its verification, for the ML-vs-DFT slices.
 
 A job keeps its grid only when submitted with ``options.keep_grid`` (float32 .npz: ~0.3 MB of store
 per 10⁵ points). For every other job the grid is predicted again, on demand, from the job's stored structure
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+
+import numpy as np
 
 from elfscreen.app.access import ApiError
 from elfscreen.app.config import Settings
@@ -36,12 +39,21 @@ class GridCache:
     def get(self, store: Store, row: dict, settings: Settings) -> ElfGrid:
         """The grid of the finished job ``row`` (a store row): kept, or predicted again."""
         key = row["cached_from"] or row["id"]
+        return self._get(key, lambda: _load(store, row, key, settings))
+
+    def get_dft(self, store: Store, row: dict, settings: Settings) -> ElfGrid:
+        """The DFT ELF of the job ``row``'s done verification, on the job's own cell (the frame of :meth:`get`'s
+        grid; the store keeps it on QE's orientation of that cell); 409 ``no_dft_grid`` when there is none."""
+        ml = self.get(store, row, settings)  # first: loads are not nested (one lock)
+        return self._get(f"dft:{row['id']}", lambda: _load_dft(store, row, ml))
+
+    def _get(self, key: str, load) -> ElfGrid:
         grid = self._cached(key)
         if grid is None:
             with self._computing:
                 grid = self._cached(key)  # loaded while this request waited
                 if grid is None:
-                    grid = _load(store, row, key, settings)
+                    grid = load()
                     with self._lock:
                         self._grids[key] = grid
                         while len(self._grids) > 1 and sum(g.values.size for g in self._grids.values()) > self.max_points:
@@ -70,3 +82,15 @@ def _load(store: Store, row: dict, key: str, settings: Settings) -> ElfGrid:
                        "options.keep_grid = true to store the grid)", row["name"])
     return predict_grid(structure, model, spacing_a=job["options"]["spacing_a"], device=settings.device,
                         name=row["name"]).grid
+
+
+def _load_dft(store: Store, row: dict, ml: ElfGrid) -> ElfGrid:
+    dft = store.dft_grid(row["id"])
+    if dft is None:
+        raise ApiError(409, "no_dft_grid", f"job {row['id']} has no finished DFT verification", row["name"])
+    same = np.allclose(dft.structure.lattice.abc, ml.structure.lattice.abc, atol=1e-4) and np.allclose(
+        dft.structure.lattice.angles, ml.structure.lattice.angles, atol=1e-3)
+    if not same:
+        raise ApiError(409, "dft_cell_differs", "the DFT grid's cell is not the screened cell "
+                       f"({dft.structure.lattice.abc} Å vs {ml.structure.lattice.abc} Å)", row["name"])
+    return ElfGrid(ml.structure, dft.values, f"{row['name']} (DFT)")

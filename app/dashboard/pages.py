@@ -19,8 +19,9 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-
 
 
 def mount_pages(app: FastAPI) -> None:
-    """Add ``/ui`` (results of every batch), ``/ui/batches/{id}`` (one batch) and ``/ui/screenings/{id}``
-    (one structure): the permalinks of :mod:`elfscreen.app.links`."""
+    """Add ``/ui`` (results of every batch), ``/ui/batches/{id}`` (one batch), ``/ui/screenings/{id}`` (one
+    structure; the permalinks of :mod:`elfscreen.app.links`) and ``/ui/parity`` (the DFT-verified structures:
+    the model against DFT)."""
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
 
     @app.get("/ui", include_in_schema=False)
@@ -34,6 +35,10 @@ def mount_pages(app: FastAPI) -> None:
     @app.get("/ui/screenings/{job_id}", include_in_schema=False)
     def structure(request: Request, job_id: str) -> HTMLResponse:
         return _page(request, "structure.html")
+
+    @app.get("/ui/parity", include_in_schema=False)
+    def parity(request: Request) -> HTMLResponse:
+        return _page(request, "parity.html")
 
 
 def _page(request: Request, name: str) -> HTMLResponse:

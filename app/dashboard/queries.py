@@ -3,11 +3,23 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from elfscreen.app.store import STATUSES, Store, batches, jobs
+from elfscreen.app.store import STATUSES, Store, batches, jobs, verifications
 
-# what a table row needs: no structure text, no claim bookkeeping
+# what a table row needs: no structure text, no claim bookkeeping; and the job's DFT verification, if any
 _ROW_COLUMNS = (jobs.c.id, jobs.c.batch_id, jobs.c.name, jobs.c.status, jobs.c.cached, jobs.c.cached_from,
-                jobs.c.options, jobs.c.has_grid, jobs.c.created_at, jobs.c.finished_at, jobs.c.result, jobs.c.error)
+                jobs.c.options, jobs.c.has_grid, jobs.c.created_at, jobs.c.finished_at, jobs.c.result, jobs.c.error,
+                verifications.c.status.label("v_status"), verifications.c.attempts.label("v_attempts"),
+                verifications.c.result.label("v_result"), verifications.c.error.label("v_error"))
+_WITH_VERIFICATION = jobs.outerjoin(verifications, verifications.c.job_id == jobs.c.id)
+
+
+def _row(found) -> dict:
+    """A result row as a dict, with ``verification`` (status, attempts, result, error) or None (never asked)."""
+    row = dict(found)
+    status, attempts, result, error = (row.pop(k) for k in ("v_status", "v_attempts", "v_result", "v_error"))
+    row["verification"] = None if status is None else {"status": status, "attempts": attempts, "result": result,
+                                                        "error": error}
+    return row
 
 
 def batch_page(store: Store, owner: str, limit: int, offset: int) -> tuple[list[dict], int]:
@@ -31,16 +43,30 @@ def batch_page(store: Store, owner: str, limit: int, offset: int) -> tuple[list[
 
 def result_rows(store: Store, owner: str, *, batch_id: str | None = None, status: str | None = None,
                 limit: int = 1000, offset: int = 0) -> tuple[list[dict], int]:
-    """Jobs of ``owner`` for the results table, in submission order, one page; and how many match."""
+    """Jobs of ``owner`` for the results table (each with its ``verification``, see :func:`_row`), in submission
+    order, one page; and how many match."""
     cond = [jobs.c.owner == owner]
     if batch_id:
         cond.append(jobs.c.batch_id == batch_id)
     if status:
         cond.append(jobs.c.status == status)
-    q = sa.select(*_ROW_COLUMNS).where(*cond).order_by(jobs.c.created_at, jobs.c.seq).limit(limit).offset(offset)
+    q = (sa.select(*_ROW_COLUMNS).select_from(_WITH_VERIFICATION).where(*cond)
+         .order_by(jobs.c.created_at, jobs.c.seq).limit(limit).offset(offset))
     with store.engine.connect() as c:
-        rows = [dict(r) for r in c.execute(q).mappings()]
+        rows = [_row(r) for r in c.execute(q).mappings()]
         total = c.execute(sa.select(sa.func.count()).select_from(jobs).where(*cond)).scalar_one()
+    return rows, total
+
+
+def verified_rows(store: Store, owner: str, limit: int) -> tuple[list[dict], int]:
+    """Jobs of ``owner`` whose DFT verification is done (as :func:`result_rows`), oldest verification first, at
+    most ``limit``; and how many there are."""
+    cond = [jobs.c.owner == owner, verifications.c.status == "done"]
+    q = (sa.select(*_ROW_COLUMNS).select_from(_WITH_VERIFICATION).where(*cond)
+         .order_by(verifications.c.finished_at).limit(limit))
+    with store.engine.connect() as c:
+        rows = [_row(r) for r in c.execute(q).mappings()]
+        total = c.execute(sa.select(sa.func.count()).select_from(_WITH_VERIFICATION).where(*cond)).scalar_one()
     return rows, total
 
 

@@ -1,6 +1,7 @@
 """The API routes the dashboard reads (plain JSON/CSV under ``/v1``, usable by any client): batches with
-progress, flat result rows, and per job the result as a file, the crystal, an ELF slice and an
-isosurface. Access rules are the API's: a caller sees only its own jobs (``app.access``)."""
+progress, flat result rows, the DFT-verified jobs against the model (parity), and per job the result as a file,
+the crystal, an ELF slice (ML, or ML and DFT on the same plane) and an isosurface. Access rules are the API's:
+a caller sees only its own jobs (``app.access``)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
@@ -9,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from elfscreen.app.access import ApiError, owner_of
 from elfscreen.app.config import Settings
 from elfscreen.app.dashboard import queries, views
+from elfscreen.app.dashboard.parity import parity_point, parity_summary
 from elfscreen.app.dashboard.rows import result_row, to_csv
 from elfscreen.app.downloads import content_disposition
 from elfscreen.app.links import base_url, batch_links
@@ -20,7 +22,7 @@ from elfscreen.app.schemas import (
     Status,
     timestamp,
 )
-from elfscreen.app.store import UNFINISHED
+from elfscreen.app.store import UNFINISHED, merged_result
 from elfscreen.model.structures import StructureLimits, parse_structure
 
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
@@ -67,10 +69,11 @@ def data_router(settings: Settings) -> APIRouter:
         return _file(to_csv(items), "text/csv", f"elfscreen-{batch_id or 'results'}.csv")
 
     @router.get("/v1/screenings/{job_id}/result.json", response_class=Response, responses={**ERRORS, **JSON_BODY},
-                summary="A finished job's result (the object `elfscreen screen` prints) as a file")
+                summary="A finished job's result (the object `elfscreen screen` prints, with `dft` and `delta_phi` "
+                        "once verified) as a file")
     def result_json(job_id: str, request: Request) -> Response:
         row = _finished(request, job_id, settings)
-        return JSONResponse(row["result"], headers=_attachment(f"{row['name']}.json"))
+        return JSONResponse(merged_result(row), headers=_attachment(f"{row['name']}.json"))
 
     @router.get("/v1/screenings/{job_id}/result.csv", response_class=Response, responses={**ERRORS, **CSV_BODY},
                 summary="A job's result row as CSV")
@@ -93,6 +96,27 @@ def data_router(settings: Settings) -> APIRouter:
         row = _finished(request, job_id, settings)
         grid = request.app.state.grids.get(request.app.state.store, row, settings)
         return JSONResponse(views.slice_view(grid, row["result"], half_width_a, n))
+
+    @router.get("/v1/screenings/{job_id}/slice-pair", responses={**ERRORS, **JSON_BODY},
+                summary="The ML and the DFT ELF of a verified job on the same square through the ML bottleneck at φ")
+    def elf_slice_pair(job_id: str, request: Request, n: int = Query(121, ge=16, le=401),
+                       half_width_a: float = Query(2.0, ge=0.25, le=10.0)) -> JSONResponse:
+        row = _finished(request, job_id, settings)
+        result = merged_result(row)
+        if "dft" not in result:
+            raise ApiError(409, "not_verified", f"job {job_id} has no finished DFT verification "
+                           f"(POST /v1/screenings/{job_id}/verify)", row["name"])
+        grids = request.app.state.grids
+        ml, dft = grids.get(request.app.state.store, row, settings), grids.get_dft(request.app.state.store, row, settings)
+        return JSONResponse(views.slice_pair(ml, dft, result, half_width_a, n))
+
+    @router.get("/v1/verified", responses={**ERRORS, **JSON_BODY},
+                summary="Every DFT-verified job: ML φ vs DFT φ with the model's σφ, and the model's error on them")
+    def verified(request: Request, limit: int = Query(5000, ge=1, le=20000)) -> JSONResponse:
+        found, total = queries.verified_rows(request.app.state.store, owner_of(request, settings), limit)
+        base = base_url(request, settings)
+        points = [parity_point(r, base) for r in found]
+        return JSONResponse({"items": points, "total": total, "summary": parity_summary(points)})
 
     @router.get("/v1/screenings/{job_id}/isosurface", responses={**ERRORS, **JSON_BODY},
                 summary="The ELF isosurface at `level` (default φ) in one cell, as a triangle mesh (Å)")

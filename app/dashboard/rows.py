@@ -6,13 +6,17 @@ import io
 
 from elfscreen.app.downloads import csv_row
 from elfscreen.app.schemas import ResultRow, timestamp
+from elfscreen.app.store import merged_result
 
 
 def result_row(row: dict, base: str) -> ResultRow:
-    """The row of a store row (:func:`elfscreen.app.dashboard.queries.result_rows`); ``base`` builds the permalink."""
-    result = row["result"] or {}
+    """The row of a store row (:func:`elfscreen.app.dashboard.queries.result_rows`, with its ``verification``);
+    ``base`` builds the permalink."""
+    result = merged_result(row) or {}
     tc = result.get("tc") or {}
     spread = result.get("uncertainty") or {}
+    dft = result.get("dft") or {}
+    verification = row.get("verification")
     return ResultRow(
         id=row["id"], batch_id=row["batch_id"], name=row["name"], status=row["status"], cached=row["cached"],
         created_at=timestamp(row["created_at"]), finished_at=timestamp(row["finished_at"]),
@@ -24,6 +28,9 @@ def result_row(row: dict, base: str) -> ResultRow:
         phi_std=spread.get("phi_std"), tc_std_k=spread.get("tc_std_k"),
         warnings=result.get("warnings") or [],
         error=((row["error"] or {}).get("error") or {}).get("message"),
+        verification=verification["status"] if verification else None,
+        dft_phi=dft.get("phi"), dft_phi_star=dft.get("phi_star"), dft_tc_k=(dft.get("tc") or {}).get("value_k"),
+        delta_phi=result.get("delta_phi"),
         permalink=f"{base}/ui/screenings/{row['id']}")
 
 

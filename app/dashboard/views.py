@@ -1,5 +1,5 @@
-"""What the structure page draws, as JSON: the crystal, an ELF slice through the bottleneck and an ELF
-isosurface. Lengths in Å (Cartesian, the structure's own axes), ELF dimensionless."""
+"""What the structure page draws, as JSON: the crystal, an ELF slice through the bottleneck (the ML grid's, or
+the ML and the DFT grid's on the same plane) and an ELF isosurface. Lengths in Å (Cartesian, the structure's own axes), ELF dimensionless."""
 from __future__ import annotations
 
 import itertools
@@ -45,13 +45,35 @@ def slice_view(grid: ElfGrid, result: dict, half_width_a: float, n: int) -> dict
     that shows it as a saddle (:func:`~elfscreen.model.sampling.saddle_plane`; the cell's ab plane through its
     centre when φ has no bottleneck). ``values[r][c]`` is at ``x_c u + y_r v`` from ``origin``, with x and
     y running from −half_width_a to +half_width_a; ``atoms`` are the atoms within 0.5 Å of the plane."""
+    plane = _bottleneck_plane(grid, result)
+    values = slice_values(grid.values, grid.structure.lattice.matrix, plane, half_width_a, n)
+    return {**_plane_view(grid.structure, plane, result, half_width_a, n), "level": result.get("phi"),
+            "values": values.round(4).tolist()}
+
+
+def slice_pair(ml: ElfGrid, dft: ElfGrid, result: dict, half_width_a: float, n: int) -> dict:
+    """The ML and the DFT ELF on the same square: the plane of :func:`slice_view` (chosen on the ML grid, through
+    the ML bottleneck), ``ml`` and ``dft`` each with its ``values`` and ``level`` (its own φ: ``result["phi"]``,
+    ``result["dft"]["phi"]``). ``dft`` must lie on the cell of ``ml`` (same lattice, same frame)."""
+    plane = _bottleneck_plane(ml, result)
+    lattice = ml.structure.lattice.matrix
+    sides = {name: {"values": slice_values(grid.values, lattice, plane, half_width_a, n).round(4).tolist(),
+                    "level": level} for name, grid, level in (("ml", ml, result.get("phi")),
+                                                              ("dft", dft, result["dft"].get("phi")))}
+    return {**_plane_view(ml.structure, plane, result, half_width_a, n), **sides}
+
+
+def _bottleneck_plane(grid: ElfGrid, result: dict) -> Plane:
+    """The plane that shows the bottleneck at φ as a saddle, or the cell's ab plane through its centre."""
     lattice = grid.structure.lattice.matrix
     event = result.get("bottleneck")
-    plane = saddle_plane(grid.values, lattice, np.asarray(event["frac"])) if event else cell_plane(lattice)
-    values = slice_values(grid.values, lattice, plane, half_width_a, n)
+    return saddle_plane(grid.values, lattice, np.asarray(event["frac"])) if event else cell_plane(lattice)
+
+
+def _plane_view(structure: Structure, plane: Plane, result: dict, half_width_a: float, n: int) -> dict:
+    event = result.get("bottleneck")
     return {"plane": plane.kind, "origin": _r(plane.origin), "u": _r(plane.u), "v": _r(plane.v),
-            "half_width_a": half_width_a, "n": n, "level": result.get("phi"),
-            "values": values.round(4).tolist(), "atoms": _atoms_near(grid.structure, plane, half_width_a),
+            "half_width_a": half_width_a, "n": n, "atoms": _atoms_near(structure, plane, half_width_a),
             "bottleneck": None if event is None else {"x": 0.0, "y": 0.0, "elf": event["elf"]}}
 
 

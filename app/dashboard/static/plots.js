@@ -98,12 +98,18 @@ export function histogram(svg, values, { lo, hi, bins, xLabel, digits }) {
   });
 }
 
-// One <circle class="point"> per point {x, y, dx, dy, label, href}; dx/dy (spreads) as error bars.
-export function scatter(svg, points, { xRange, yRange, xLabel, yLabel, onClick }) {
+// One <circle class="point"> per point {x, y, dx, dy, label, href}; dx/dy (spreads) as error bars. With
+// `diagonal`, the line y = x over the common range (<line class="diagonal">), for parity plots.
+export function scatter(svg, points, { xRange, yRange, xLabel, yLabel, onClick, diagonal = false }) {
   svg.replaceChildren();
   const x = scale(...xRange, MARGIN.left, WIDTH - MARGIN.right);
   const y = scale(...yRange, HEIGHT - MARGIN.bottom, MARGIN.top);
   axes(svg, x, y, xLabel, yLabel);
+  if (diagonal) {
+    const lo = Math.max(xRange[0], yRange[0]);
+    const hi = Math.min(xRange[1], yRange[1]);
+    svg.append(svgEl('line', { class: 'diagonal', x1: x(lo), y1: y(lo), x2: x(hi), y2: y(hi) }));
+  }
   for (const p of points) {
     if (p.dx) svg.append(svgEl('line', { class: 'errorbar', x1: x(p.x - p.dx), x2: x(p.x + p.dx), y1: y(p.y), y2: y(p.y) }));
     if (p.dy) svg.append(svgEl('line', { class: 'errorbar', x1: x(p.x), x2: x(p.x), y1: y(p.y - p.dy), y2: y(p.y + p.dy) }));

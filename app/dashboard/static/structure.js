@@ -1,6 +1,7 @@
 // A structure's page (/ui/screenings/{id}): its result, the crystal with an ELF isosurface (level φ by
-// default) and the critical points, an ELF slice through the bottleneck, and downloads. While the job is
-// queued or running the page polls every 2 s and draws everything once it is done.
+// default) and the critical points, an ELF slice through the bottleneck, and downloads; once the job is
+// verified by DFT, the model's numbers next to DFT's and the ML and DFT ELF on the same plane. While the job
+// or its verification is queued or running the page polls every 2 s and draws each part once it is done.
 import { api, downloadLink, el, fmt, poll, showPermalink, when } from './common.js';
 import { drawSlice } from './slice.js';
 import { CrystalView } from './viewer.js';
@@ -10,12 +11,19 @@ const path = `/v1/screenings/${encodeURIComponent(jobId)}`;
 const $ = (id) => document.getElementById(id);
 const view = new CrystalView($('view3d'), $('view3d-marks'));
 
+let resultShown = false;
+let dftShown = false;
 poll(async () => {
   const job = await api(path);
   showHeader(job);
   if (job.status === 'queued' || job.status === 'running') return true;
-  if (job.status === 'done') await showResult(job);
-  return false;
+  if (job.status === 'done' && !resultShown) {
+    resultShown = true;
+    await showResult(job);
+  }
+  const v = job.verification;
+  showVerification(job);
+  return Boolean(v && (v.status === 'queued' || v.status === 'running'));
 });
 
 function showHeader(job) {
@@ -126,4 +134,61 @@ function setupLevel(phi) {
       view.request();
     });
   }
+}
+
+// The DFT verification: its state, and once done the numbers side by side and the two slices (drawn once).
+function showVerification(job) {
+  const v = job.verification;
+  $('dft-panel').hidden = !v;
+  if (!v) return;
+  const parts = [`DFT verification ${v.status}`];
+  if (v.attempts > 1) parts.push(`${v.attempts} attempts`);
+  if (v.finished_at) parts.push(`finished ${when(v.finished_at)}`);
+  if (v.error) parts.push(`error: ${v.error.message}`);
+  $('dft-status').textContent = parts.join(' · ');
+  $('dft-status').dataset.status = v.status;
+  if (v.status !== 'done' || dftShown || !job.result.dft) return;
+  dftShown = true;
+  $('dft-compare').hidden = false;
+  showComparison(job.result);
+  downloadLink($('dl-dft-cube'), `${path}/dft.cube`, `${job.name}.dft.cube`);
+  api(`${path}/slice-pair`).then(showSlicePair, (error) => { $('pair-caption').textContent = error.message; });
+}
+
+function showComparison(r) {
+  const d = r.dft;
+  const spread = r.uncertainty || {};
+  const diff = (a, b, digits) => (a === null || b === null || a === undefined || b === undefined ? '–'
+    : `${b - a > 0 ? '+' : ''}${fmt(b - a, digits)}`);
+  const pm = (value, sd, digits) => (sd === undefined || sd === null ? fmt(value, digits) : `${fmt(value, digits)} ± ${fmt(sd, digits)}`);
+  const rows = [
+    ['φ (networking value)', pm(r.phi, spread.phi_std, 4), fmt(d.phi, 4), diff(r.phi, d.phi, 4), 'phi'],
+    ['φ*', pm(r.phi_star, spread.phi_star_std, 4), fmt(d.phi_star, 4), diff(r.phi_star, d.phi_star, 4), 'phi_star'],
+    ['φ 1D', fmt(r.phi_1d, 4), fmt(d.phi_1d, 4), diff(r.phi_1d, d.phi_1d, 4), 'phi_1d'],
+    ['φ 2D', fmt(r.phi_2d, 4), fmt(d.phi_2d, 4), diff(r.phi_2d, d.phi_2d, 4), 'phi_2d'],
+    ['H DOS', `${fmt(r.h_dos.value, 3)}${r.h_dos.assumed ? ' (assumed)' : ''}`, fmt(d.h_dos, 3), diff(r.h_dos.value, d.h_dos, 3), 'h_dos'],
+    ['Tc (K)', pm(r.tc.value_k, spread.tc_std_k, 0), fmt(d.tc && d.tc.value_k, 0), diff(r.tc.value_k, d.tc && d.tc.value_k, 0), 'tc'],
+  ];
+  const head = el('thead', {}, el('tr', {}, ...['', 'model (ML)', 'DFT', 'DFT − ML'].map((h) => el('th', {}, h))));
+  const body = el('tbody', {}, ...rows.map(([label, ml, dft, delta, key]) => el('tr', { 'data-key': key },
+    el('td', {}, label), el('td', { class: 'ml' }, ml), el('td', { class: 'dft' }, dft), el('td', { class: 'delta' }, delta))));
+  $('compare').replaceChildren(head, body);
+  const sigma = spread.phi_std;
+  if (r.delta_phi !== null && sigma) {
+    const z = Math.abs(r.delta_phi) / sigma;
+    $('dft-note').textContent = `|Δφ| = ${fmt(Math.abs(r.delta_phi), 4)} is ${fmt(z, 1)} σ of the model's σφ = ${fmt(sigma, 4)}`
+      + ` (${z <= 2 ? 'within' : 'outside'} the 2σ error bar).`;
+  }
+  const s = d.settings;
+  $('dft-settings').textContent = `DFT: ${s.name} settings (PBE, ${s.potentials} potentials, ecutwfc ${s.ecutwfc} Ry, `
+    + `ecutrho ${s.ecutrho} Ry, k-spacing ≤ ${s.kspacing} Å⁻¹), QE ${d.code_version.qe}, elfscreen ${d.code_version.elfscreen}; `
+    + `${fmt(d.cpu_seconds, 1)} CPU s, ${fmt(d.wall_seconds, 1)} s wall.`;
+}
+
+function showSlicePair(pair) {
+  drawSlice($('slice-ml'), { ...pair, values: pair.ml.values, level: pair.ml.level });
+  drawSlice($('slice-dft'), { ...pair, values: pair.dft.values, level: pair.dft.level });
+  $('pair-caption').textContent = `Both on the same plane: ${pair.plane === 'bond' ? 'through the model\'s bottleneck along the bond'
+    : 'the cell\'s ab plane'}, ±${pair.half_width_a} Å (× the model's bottleneck). White lines: ELF = φ of each `
+    + `(ML ${fmt(pair.ml.level)}, DFT ${fmt(pair.dft.level)}).`;
 }

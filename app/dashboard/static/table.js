@@ -13,6 +13,10 @@ export const COLUMNS = [
   { key: 'phi_std', label: 'σφ', digits: 3, title: 'ensemble spread of φ' },
   { key: 'tc_std_k', label: 'σTc (K)', digits: 0, title: 'ensemble spread of Tc' },
   { key: 'warnings', label: 'Warnings', value: (row) => row.warnings.length },
+  {
+    key: 'delta_phi', label: 'DFT', title: 'DFT verification: ✓ with Δφ = φ_DFT − φ_ML once done (sorts by |Δφ|)',
+    value: (row) => (row.delta_phi === null || row.delta_phi === undefined ? null : Math.abs(row.delta_phi)),
+  },
 ];
 
 export class ResultsTable {
@@ -78,9 +82,24 @@ export class ResultsTable {
       if (column.key === 'warnings') {
         return el('td', { class: 'num', title: row.warnings.join('\n') || undefined }, row.warnings.length || '');
       }
+      if (column.key === 'delta_phi') return el('td', {}, dftBadge(row));
       if (column.text) return el('td', {}, row[column.key] ?? '–');
       return el('td', { class: 'num' }, fmt(row[column.key], column.digits));
     });
     return el('tr', { 'data-id': row.id, 'data-status': row.status }, ...cells);
   }
+}
+
+// The DFT column: a "DFT ✓ Δφ" badge once the verification is done, its state while queued or running or when
+// it failed or was cancelled, nothing when none was asked.
+function dftBadge(row) {
+  if (!row.verification) return '';
+  if (row.verification === 'done') {
+    const sign = row.delta_phi > 0 ? '+' : '';
+    return el('span', {
+      class: 'badge dft-done', 'data-delta-phi': row.delta_phi,
+      title: `DFT φ = ${fmt(row.dft_phi, 4)}, φ* = ${fmt(row.dft_phi_star, 4)}, Tc = ${fmt(row.dft_tc_k, 0)} K`,
+    }, `DFT ✓ Δφ ${sign}${fmt(row.delta_phi, 3)}`);
+  }
+  return el('span', { class: `badge dft-${row.verification}` }, `DFT ${row.verification}`);
 }
