@@ -15,6 +15,11 @@ import numpy as np
 from elfscreen.model.errors import InputError
 
 PDOS_FILE = re.compile(r"\.pdos_atm#(\d+)\(([A-Za-z]+)\)_wfc#(\d+)\((\w+)\)$")
+# Below this projected DOS at E_F (states/eV per atom) the cell is an insulator at the DFT level: H_DOS
+# (a share of zero) is undefined and Belli's φ–Tc relation, fitted on metals, does not apply. Metallic
+# hydrides have 0.05–1 per atom; the Gaussian tail of projwfc's broadening inside a gap of ≳1 eV is far
+# below it.
+INSULATOR_DOS_PER_ATOM = 1e-3
 
 
 def h_share(projections: list[tuple[str, float]]) -> float:
@@ -67,15 +72,19 @@ def projections_at(folder: str | Path, fermi_ev: float) -> list[tuple[str, float
 
 def h_dos_from_projwfc(folder: str | Path, fermi_ev: float | None) -> dict:
     """H_DOS from projwfc.x's files in ``folder`` at the Fermi energy (eV, from pw.x): ``{value,
-    fermi_ev, projected_dos_ef, h_projected_dos_ef, by_element}`` and, from ``pdos_tot``,
-    ``total_dos_ef``, ``h_share_of_total_dos`` and ``spilling_ef`` (DOS in states/eV per cell)."""
+    fermi_ev, projected_dos_ef, h_projected_dos_ef, by_element, insulator}`` and, from ``pdos_tot``,
+    ``total_dos_ef``, ``h_share_of_total_dos`` and ``spilling_ef`` (DOS in states/eV per cell). An
+    insulator (projected DOS at E_F below :data:`INSULATOR_DOS_PER_ATOM` per atom) gets ``value`` None
+    and ``insulator`` True instead of an error, so its ELF is kept."""
     if fermi_ev is None:
         raise InputError("pw.out", "pw.x printed no Fermi energy (fixed occupations?): H_DOS needs smearing")
     rows = projections_at(folder, fermi_ev)
     by_element: dict[str, float] = {}
     for el, v in rows:
         by_element[el] = by_element.get(el, 0.0) + v
-    out = {"value": round(h_share(rows), 6), "fermi_ev": fermi_ev,
+    atoms = {PDOS_FILE.search(p.name).group(1) for p in Path(folder).glob("*.pdos_atm#*") if PDOS_FILE.search(p.name)}
+    insulator = sum(by_element.values()) < INSULATOR_DOS_PER_ATOM * len(atoms)
+    out = {"value": None if insulator else round(h_share(rows), 6), "insulator": insulator, "fermi_ev": fermi_ev,
            "projected_dos_ef": round(sum(by_element.values()), 6),
            "h_projected_dos_ef": round(by_element.get("H", 0.0), 6),
            "by_element": {k: round(v, 6) for k, v in sorted(by_element.items())}}

@@ -37,8 +37,8 @@ def verify(structure: Structure, ml_phi: float | None = None, *, name: str = "st
            workdir=None) -> tuple[ElfGrid, dict]:
     """DFT ELF and its topology for ``structure``: (DFT grid, ``{"dft": {...}, "delta_phi": ...}``).
 
-    ``dft`` holds phi, phi_star, phi_1d, phi_2d, h_dos, tc, grid, settings, code_version, cpu_seconds
-    and wall_seconds; ``delta_phi`` is DFT φ − ``ml_phi`` (None without an ML φ). Raises DftError.
+    ``dft`` holds phi, phi_star, phi_1d, phi_2d, h_dos, insulator, tc (None for an insulator), grid,
+    settings, code_version, cpu_seconds and wall_seconds; ``delta_phi`` is DFT φ − ``ml_phi`` (None without an ML φ). Raises DftError.
     """
     from elfscreen.model.pipeline import grid_topology
 
@@ -46,10 +46,12 @@ def verify(structure: Structure, ml_phi: float | None = None, *, name: str = "st
     settings_name, settings = verify_settings(structure)
     grid, record = elf_of(structure, settings, workdir, name=name)
     h_dos = (record.get("h_dos") or {}).get("value")
+    insulator = bool((record.get("h_dos") or {}).get("insulator"))
     result = grid_topology(grid, source="dft", h_dos=h_dos, rescaled_qe=bool(record.get("rescaled")))
     r = result.model_dump(mode="json")
+    # An insulator at the DFT level has no Tc: Belli's φ–Tc relation holds for metals only.
     dft = {"phi": r["phi"], "phi_star": r["phi_star"], "phi_1d": r["phi_1d"], "phi_2d": r["phi_2d"],
-           "h_dos": h_dos, "tc": r["tc"], "grid": r.get("grid"),
+           "h_dos": h_dos, "insulator": insulator, "tc": None if insulator else r["tc"], "grid": r.get("grid"),
            "settings": {"name": settings_name, **settings.to_dict()},
            "code_version": {"elfscreen": __version__, "qe": record.get("qe_version")},
            "cpu_seconds": record.get("cpu_s"), "wall_seconds": round(time.monotonic() - start, 2)}

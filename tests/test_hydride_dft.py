@@ -110,6 +110,17 @@ def test_projections_are_interpolated_at_the_fermi_level(tmp_path):
         projections_at(tmp_path, 11.0)
 
 
+def test_an_insulator_has_no_h_dos_instead_of_an_error(tmp_path):
+    e = np.linspace(-5.0, 5.0, 101)
+    gap = np.where(np.abs(e) < 2.0, 0.0, 0.5)  # no states within 2 eV of E_F = 0
+    for name in ("pdos.pdos_atm#1(H)_wfc#1(s)", "pdos.pdos_atm#2(H)_wfc#1(s)"):
+        np.savetxt(tmp_path / name, np.column_stack([e, gap, gap]), header="E (eV) ldos(E) pdos(E)")
+    out = h_dos_from_projwfc(tmp_path, 0.0)
+    assert out["insulator"] is True and out["value"] is None and out["projected_dos_ef"] == 0.0
+    metal = h_dos_from_projwfc(tmp_path, 3.0)
+    assert metal["insulator"] is False and metal["value"] == pytest.approx(1.0)
+
+
 # --------------------------------------------------------------------------------------------------
 # prototypes
 

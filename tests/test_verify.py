@@ -40,8 +40,20 @@ def test_verify_h8_low_cutoff(monkeypatch):
     again = grid_topology(grid, source="dft", h_dos=dft["h_dos"])
     assert dft["phi"] == again.phi and dft["phi_star"] == again.phi_star
     assert out["delta_phi"] == pytest.approx(dft["phi"] - 0.3)
-    assert 0 < dft["h_dos"] <= 1 and dft["cpu_seconds"] > 0
+    assert 0 < dft["h_dos"] <= 1 and dft["insulator"] is False and dft["cpu_seconds"] > 0
     assert dft["settings"]["h_dos"] and dft["code_version"]["qe"]
+
+
+def test_an_insulator_is_verified_with_its_elf_and_no_tc(monkeypatch):
+    """Molecular H2 (bond 0.74 Å, molecules 2.2 Å apart): a wide-gap insulator, whose DOS at E_F is zero."""
+    monkeypatch.setenv("ELFSCREEN_VERIFY_ECUTWFC", "30")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    h2 = Structure(Lattice.cubic(2.2), ["H", "H"], [[0, 0, 0], [0.74 / 2.2, 0, 0]])
+    grid, out = verify(h2, ml_phi=None, name="h2")
+    dft = out["dft"]
+    assert dft["insulator"] is True and dft["h_dos"] is None and dft["tc"] is None
+    assert dft["phi"] == grid_topology(grid, source="dft").phi and out["delta_phi"] is None
+    assert dft["phi_star"] > 0.9  # the H–H bond of the molecule
 
 
 def test_cli_verify_keeps_grid_and_matches_topology(tmp_path, monkeypatch):
