@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     x.add_argument("--db", help="the service's store URL (default: $ELFSCREEN_DB_URL, else sqlite:///elfscreen-jobs.db)")
     x.add_argument("--stride", type=int, default=1,
                    help="store every n-th DFT grid point per axis (default 1: the whole grid)")
+    x.add_argument("--any-settings", action="store_true",
+                   help="also export verifications not run at the dataset settings (e.g. a cutoff lowered by "
+                        "ELFSCREEN_VERIFY_ECUTWFC; left out by default: not training data)")
     s = sub.add_parser("summary", help="counts of one or more dataset folders")
     s.add_argument("dirs", nargs="+", metavar="DIR")
     s.add_argument("--json", action="store_true",
@@ -105,7 +108,7 @@ def _export_verified(args: argparse.Namespace) -> int:
     def progress(p: dict) -> None:
         print(f"{p['id']} (job {p['job_id']}): {p['status']}", file=sys.stderr, flush=True)
 
-    counts = export_verified(args.out, items, stride=args.stride, progress=progress)
+    counts = export_verified(args.out, items, stride=args.stride, progress=progress, any_settings=args.any_settings)
     print(json.dumps({"out": args.out, **counts}))
     return 0
 

@@ -100,29 +100,38 @@ def manifest_entry(item: VerifiedStructure, eid: str, grid: ElfGrid, file_info: 
     }
 
 
+DATASET_SETTINGS = ("pure-h", "hydride")  # model.verify's names of the dataset settings (not lowered for tests)
+
+
 def export_verified(out_dir: str | Path, items: Iterable[VerifiedStructure], stride: int = 1,
-                    progress: Callable[[dict], None] | None = None) -> dict:
+                    progress: Callable[[dict], None] | None = None, *, any_settings: bool = False) -> dict:
     """Write every verified structure of ``items`` into the dataset folder ``out_dir`` (created if needed):
     one ``.npz`` (every ``stride``-th DFT grid point per axis; 1 keeps the whole grid) and one manifest
-    line each. Structures already in the folder (same :func:`verified_id`) are skipped. Returns counts
-    ``written`` and ``skipped``; ``progress`` is called with each id and what happened to it. Raises
-    :class:`~elfscreen.model.errors.InputError` for a record without its DFT grid or ``dft`` block."""
+    line each. Structures already in the folder (same :func:`verified_id`) are skipped; so are, unless
+    ``any_settings``, verifications not run at the dataset settings (:data:`DATASET_SETTINGS`; e.g. a
+    cutoff lowered by ``ELFSCREEN_VERIFY_ECUTWFC``, whose ELF is not training data). Returns counts
+    ``written``, ``skipped`` and ``other_settings``; ``progress`` is called with each id and what happened to
+    it. Raises :class:`~elfscreen.model.errors.InputError` for a record without its DFT grid or ``dft`` block."""
     if stride < 1:
         raise InputError("--stride", f"must be at least 1, not {stride}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     have = {e["id"] for e in read_manifest(out) if (out / e.get("file", "")).is_file()}
-    counts = {"written": 0, "skipped": 0}
+    counts = {"written": 0, "skipped": 0, "other_settings": 0}
     for item in items:
         missing = [k for k in DFT_KEYS if k not in (item.dft or {})]
         if missing or item.dft_values is None:
             raise InputError(item.name, f"job {item.job_id}: the verification lacks "
                              f"{', '.join(missing) if missing else 'its DFT grid'}")
-        eid = verified_id(item.structure, item.dft["settings"]["name"])
-        if eid in have:
-            counts["skipped"] += 1
+        settings_name = item.dft["settings"]["name"]
+        eid = verified_id(item.structure, settings_name)
+        left_out = "skipped" if eid in have else None
+        if left_out is None and not any_settings and settings_name not in DATASET_SETTINGS:
+            left_out = "other_settings"
+        if left_out:
+            counts[left_out] += 1
             if progress:
-                progress({"id": eid, "job_id": item.job_id, "status": "skipped"})
+                progress({"id": eid, "job_id": item.job_id, "status": left_out})
             continue
         grid = ElfGrid(item.structure, np.asarray(item.dft_values, dtype=np.float64), item.name)
         info = write_npz(out / f"{eid}.npz", grid, stride, eid)
