@@ -135,9 +135,11 @@ class Summary:
 
 
 def screen_files(files: list[Path], client: Client, options: dict, fmt: str | None, writer: ResultWriter,
-                 summary: Summary, on_file: Callable[[Path, list[Outcome]], None] | None = None) -> None:
+                 summary: Summary, on_file: Callable[[Path, list[Outcome]], None] | None = None,
+                 verify_top: int | None = None, verify_by: str = "tc") -> list[dict]:
     """Screen every structure of ``files`` as one batch, writing each outcome as soon as it and those
-    before it are known; ``on_file(path, outcomes)`` once all of a file's structures have finished."""
+    before it are known; ``on_file(path, outcomes)`` once all of a file's structures have finished.
+    ``verify_top``: then queue the DFT verification of the best k by ``verify_by``; their job JSON."""
     items: list[Item] = []
     unread: list[Outcome] = []
     for path in files:
@@ -160,9 +162,12 @@ def screen_files(files: list[Path], client: Client, options: dict, fmt: str | No
 
     for outcome in unread:
         record(outcome)
-    if items:
-        for outcome in client.submit(items, options).results(progress=True):
-            record(outcome)
+    if not items:
+        return []
+    batch = client.submit(items, options, verify_top=verify_top, verify_by=verify_by)
+    for outcome in batch.results(progress=True):
+        record(outcome)
+    return batch.verifications
 
 
 def _unreadable(path: Path, message: str) -> Outcome:
@@ -170,8 +175,10 @@ def _unreadable(path: Path, message: str) -> Outcome:
                    error={"code": "invalid_structure", "message": message, "input": str(path)})
 
 
-def submit(paths: list[str], client: Client, options: dict, fmt: str | None, out: str | None) -> int:
-    """``elfscreen submit``: every structure under ``paths`` (files, folders, globs), one batch."""
+def submit(paths: list[str], client: Client, options: dict, fmt: str | None, out: str | None,
+           verify_top: int | None = None, verify_by: str = "tc") -> int:
+    """``elfscreen submit``: every structure under ``paths`` (files, folders, globs), one batch; with
+    ``verify_top``, the best k are then queued for DFT verification on the server (listed on stderr)."""
     files, missing = find_structure_files(paths, fmt)
     for pattern in missing:
         print(f"elfscreen: warning: {pattern}: no such file, or no structure file in it", file=sys.stderr)
@@ -181,7 +188,11 @@ def submit(paths: list[str], client: Client, options: dict, fmt: str | None, out
         return 1
     writer = ResultWriter(out)
     try:
-        screen_files(files, client, options, fmt, writer, summary)
+        verifying = screen_files(files, client, options, fmt, writer, summary, verify_top=verify_top,
+                                 verify_by=verify_by)
+        for job in verifying:
+            print(f"elfscreen: verifying by DFT: {job['name']} (job {job['id']}, {job['verification']['status']}); "
+                  f"follow it at {client.server.rstrip('/')}/v1/screenings/{job['id']}", file=sys.stderr)
     except (ClientError, KeyboardInterrupt) as exc:
         print(f"\nelfscreen: error: {str(exc) or 'interrupted'}", file=sys.stderr)
         summary.print()

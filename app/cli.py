@@ -130,6 +130,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                                     "exit 1 when any failed.")
     sb.add_argument("paths", nargs="+", metavar="PATH", help="structure files, folders (recursive) or globs")
     _add_client_options(sb)
+    sb.add_argument("--verify-top", type=int, metavar="K",
+                    help="after screening, verify the best K by DFT on the server (needs --server with Quantum ESPRESSO)")
+    sb.add_argument("--by", choices=("tc", "phi"), default="tc", help="what --verify-top ranks by (default tc)")
 
     wa = sub.add_parser("watch", help="screen structure files as a structure search writes them, once each",
                         description="Screen each structure file that appears under DIR once it is complete; the state "
@@ -389,9 +392,13 @@ def _client_and_options(args):
 def _submit(args) -> int:
     from elfscreen.app import batch
 
+    if args.verify_top is not None and (args.verify_top < 1 or not args.server):
+        print("elfscreen: error: --verify-top K needs K ≥ 1 and --server (DFT verification runs on a server)",
+              file=sys.stderr)
+        return 2
     client, options = _client_and_options(args)
     with client:
-        return batch.submit(args.paths, client, options, args.format, args.out)
+        return batch.submit(args.paths, client, options, args.format, args.out, args.verify_top, args.by)
 
 
 def _watch(args) -> int:

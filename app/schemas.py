@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from elfscreen.app.links import job_links
-from elfscreen.app.store import VERIFY_BY, VERIFY_STATUSES, merged_result
-from elfscreen.model.options import Options
+from elfscreen.app.store import VERIFY_STATUSES, merged_result
+from elfscreen.model.options import VERIFY_BY, Options
 from elfscreen.model.result import ScreeningResult
 from elfscreen.model.structures import FORMATS
 

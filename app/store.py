@@ -25,13 +25,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
+from elfscreen.model.options import rank_key
 from elfscreen.model.structures import structure_from_dict, structure_to_dict
 from elfscreen.model.volumetric import ElfGrid
 
 UNFINISHED = ("queued", "running")
 STATUSES = ("queued", "running", "done", "failed")
 VERIFY_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-VERIFY_BY = ("tc", "phi")  # what a batch's verify_top ranks its done jobs by (result.tc.value_k or result.phi)
 
 metadata = sa.MetaData()
 
@@ -217,16 +217,6 @@ def _queue_verifications(c, job_ids: list[str], now: float) -> list[str]:
                                                     for i in new])
         c.execute(_EVENT, [{"job_id": i, "kind": "verify_created", "at": now} for i in new])
     return new
-
-
-def rank_results(rows, by: str) -> list:
-    """``rows`` (with ``.result``) best first by ``by``: ``tc`` (result.tc.value_k) or ``phi``; a row
-    without the number comes last."""
-    def key(row):
-        r = row.result or {}
-        value = (r.get("tc") or {}).get("value_k") if by == "tc" else r.get("phi")
-        return (value is None, -(value or 0.0))
-    return sorted(rows, key=key)
 
 
 def merged_result(job: dict) -> dict | None:
@@ -556,7 +546,8 @@ class Store:
                                                                  batches.c.verify_state == "pending")
                                           .values(verify_state="taken")).rowcount == 1:
                     rows = c.execute(sa.select(jobs.c.id, jobs.c.result).where(done)).all()
-                    ids += [r.id for r in rank_results(rows, b.verify_by or "tc")[:b.verify_top]]
+                    rows = sorted(rows, key=lambda r: rank_key(r.result, b.verify_by or "tc"))
+                    ids += [r.id for r in rows[:b.verify_top]]
             return _queue_verifications(c, ids, now)
 
     def claim_verification(self, job_id: str, worker: str, lease_s: float, max_attempts: int = 3) -> VerifyClaim | None:

@@ -9,6 +9,17 @@ from elfscreen.model.tc import TC_MODELS
 
 TcModel = Literal[tuple(sorted(TC_MODELS))]  # type: ignore[valid-type]
 PIPELINE_OPTIONS = ("spacing_a", "tc_model", "h_dos", "refine", "min_persistence")  # keywords of screen_structure
+VERIFY_BY = ("tc", "phi")  # what "verify the best k" ranks screened structures by
+
+
+def rank_key(result: dict | None, by: str) -> tuple[bool, float]:
+    """Sort key, best first, of a screening result by ``by``: ``tc`` (``tc.value_k``, K) or ``phi``; a
+    result without the number sorts last. The service's ``verify_top`` and the client's use it."""
+    if by not in VERIFY_BY:
+        raise ValueError(f"rank by {by!r}: use one of {', '.join(VERIFY_BY)}")
+    r = result or {}
+    value = (r.get("tc") or {}).get("value_k") if by == "tc" else r.get("phi")
+    return (value is None, -(value or 0.0))
 
 
 class Options(BaseModel):

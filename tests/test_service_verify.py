@@ -144,6 +144,49 @@ def test_no_pw_x_answers_503_and_screening_goes_on(tmp_path, monkeypatch):
         assert client.post("/v1/screenings", json=body({"H8": h8()})).status_code == 202  # screening unaffected
 
 
+def test_submit_verify_top_cli_and_client(tmp_path):
+    """`elfscreen submit --verify-top 1 --by phi` queues the best structure's verification on the server;
+    the Python client follows it (wait_verified), verify() of a done one returns it as it is, and
+    submit(verify_top=1) verifies the best of its own batch."""
+    from elfscreen.client import Client, ClientError
+
+    assert qe_available(), "QE (pw.x, pp.x, projwfc.x) must be installed for this test"
+    for name, s in {"H8.vasp": h8(), "H4.vasp": h4()}.items():
+        s.to(filename=str(tmp_path / name), fmt="poscar")
+    env = {**CHEAP, "ELFSCREEN_WORKERS": "1", "ELFSCREEN_DFT_WORKERS": "1", "ELFSCREEN_SWEEP_EVERY_S": "1"}
+    with live_server(tmp_path, **env) as url:
+        run = subprocess.run([sys.executable, "-m", "elfscreen.app.cli", "submit", str(tmp_path / "H8.vasp"),
+                              str(tmp_path / "H4.vasp"), "--server", url, "--spacing", str(SPACING),
+                              "--verify-top", "1", "--by", "phi", "--out", str(tmp_path / "res.jsonl")],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        rows = [json.loads(line) for line in (tmp_path / "res.jsonl").read_text().splitlines()]
+        best = max(rows, key=lambda r: r["phi"])
+        assert f"verifying by DFT: {best['name']}" in run.stderr, run.stderr
+        job_id = run.stderr.split("(job ")[1].split(",")[0]
+        with Client(url) as client:
+            job = client.wait_verified(job_id, timeout=240)
+            assert job["name"] == best["name"] and job["verification"]["status"] == "done", job["verification"]
+            assert job["result"]["phi"] == best["phi"] and job["result"]["delta_phi"] == pytest.approx(
+                job["result"]["dft"]["phi"] - best["phi"], abs=1e-12)
+            assert client.verify(job_id)["verification"] == job["verification"]  # done: left as it is
+            batch = client.submit([tmp_path / "H8.vasp", tmp_path / "H4.vasp"], {"spacing_a": SPACING},
+                                  verify_top=1, verify_by="tc")
+            outcomes = batch.outcomes()
+            assert [v["name"] for v in batch.verifications] == [
+                sorted(outcomes, key=lambda o: -o.result["tc"]["value_k"])[0].name]
+            assert client.wait_verified(batch.verifications[0]["id"], timeout=240)["verification"]["status"] == "done"
+            with pytest.raises(ClientError):
+                Client().verify(job_id)
+        # the multipart form takes the same verification fields, checked alike
+        r = httpx.post(f"{url}/v1/screenings", files=[("files", ("H8.vasp", h8().to(fmt="poscar")))],
+                       data={"verify_by": "Tc"})
+        assert r.status_code == 422 and "verify_by" in r.json()["error"]["input"], r.text
+        bad = subprocess.run([sys.executable, "-m", "elfscreen.app.cli", "submit", str(tmp_path / "H8.vasp"),
+                              "--verify-top", "2"], capture_output=True, text=True)
+        assert bad.returncode == 2 and "--server" in bad.stderr
+
+
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis"))

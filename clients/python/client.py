@@ -6,13 +6,16 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from elfscreen.client.errors import ScreeningFailed
+from elfscreen.client.errors import ClientError, ScreeningFailed
 from elfscreen.client.inputs import Item, StructureLike, as_items
 from elfscreen.client.local import LocalBackend
 from elfscreen.client.outcome import Outcome
 from elfscreen.client.progress import Bar, Callback
 from elfscreen.client.remote import RemoteBackend
 from elfscreen.client.transport import Http
+from elfscreen.model.options import rank_key
+
+VERIFY_FINISHED = ("done", "failed", "cancelled")
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -29,6 +32,10 @@ class Client:
 
     Options (``options=`` of :meth:`submit`) are the API's: ``spacing_a`` (Å, default 0.1), ``tc_model``
     (default ``belli2021``), ``h_dos`` (0–1], ``refine``, ``min_persistence``, ``keep_grid``.
+
+    DFT verification (a server with Quantum ESPRESSO): :meth:`verify` one screened job, or
+    ``submit(..., verify_top=k, verify_by="tc"|"phi")`` to verify the best k once the batch is screened
+    (:meth:`Batch.verify_top`); the job's ``result`` then gains ``dft`` and ``delta_phi``.
     """
 
     def __init__(self, server: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
@@ -43,15 +50,54 @@ class Client:
             self._backend = LocalBackend(device)
 
     def submit(self, structures: StructureLike | Iterable[StructureLike], options: dict | None = None, *,
-               names: Iterable[str] | None = None, format: str | None = None) -> Batch:
+               names: Iterable[str] | None = None, format: str | None = None, verify_top: int | None = None,
+               verify_by: str = "tc") -> Batch:
         """Submit structures (see :func:`~elfscreen.client.inputs.as_items`: paths, pymatgen ``Structure``,
         ASE ``Atoms``, :class:`~elfscreen.client.inputs.Item`; ``format`` for files whose name does not
         tell it). A structure the server refuses does not stop the others: its outcome is ``failed``.
-        Raises :class:`~elfscreen.client.errors.ClientError` when the submission as a whole fails."""
+        ``verify_top``: once every structure is screened (the batch's :meth:`~Batch.results` has run to its
+        end), verify the best ``verify_top`` of them by DFT, ranked by ``verify_by`` (``tc`` or ``phi``);
+        the queued jobs are then in ``batch.verifications``. Raises
+        :class:`~elfscreen.client.errors.ClientError` when the submission as a whole fails."""
+        if verify_top is not None:
+            self._server("verify_top")
+            rank_key(None, verify_by)  # an unknown ranking fails now, not after the screening
         items = as_items(structures, names, format)
         if not items:
             raise ValueError("nothing to screen")
-        return Batch(self._backend, items, self._backend.submit(items, dict(options or {})))
+        batch = Batch(self._backend, items, self._backend.submit(items, dict(options or {})), client=self)
+        batch._verify = None if verify_top is None else (verify_top, verify_by)
+        return batch
+
+    def verify(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> dict:
+        """Queue the DFT verification of a done job (``POST /v1/screenings/{id}/verify``; a queued, running
+        or done one is left as it is) and return the job JSON (``verification``: status, attempts, error).
+        ``wait``: block until the verification has finished (:meth:`wait_verified`). Needs a server; a
+        server without Quantum ESPRESSO answers :class:`~elfscreen.client.errors.ServerError` 503."""
+        job = self._server("verify").json("POST", f"/v1/screenings/{job_id}/verify")
+        return self.wait_verified(job_id, timeout) if wait else job
+
+    def wait_verified(self, job_id: str, timeout: float | None = None, poll_s: float = 2.0) -> dict:
+        """The job JSON once its verification is done, failed or cancelled (``result.dft``,
+        ``result.delta_phi`` when done); ``TimeoutError`` after ``timeout`` s."""
+        http = self._server("wait_verified")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = http.json("GET", f"/v1/screenings/{job_id}")
+            if (job.get("verification") or {}).get("status") in VERIFY_FINISHED:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the verification of job {job_id} is unfinished after {timeout} s")
+            time.sleep(poll_s)
+
+    def cancel_verification(self, job_id: str) -> dict:
+        """Cancel a queued or running verification (``DELETE /v1/screenings/{id}/verify``); the job JSON."""
+        return self._server("cancel_verification").json("DELETE", f"/v1/screenings/{job_id}/verify")
+
+    def _server(self, what: str) -> Http:
+        if self._http is None:
+            raise ClientError(f"{what}: DFT verification runs on a server (Client(server_url)), not in this process")
+        return self._http
 
     def screen(self, structure: StructureLike, options: dict | None = None, *, name: str | None = None,
                format: str | None = None, timeout: float | None = None) -> dict:
@@ -80,9 +126,12 @@ class Client:
 class Batch:
     """Submitted structures, in the order given (``items``), and what became of them."""
 
-    def __init__(self, backend, items: list[Item], tickets: list):
+    def __init__(self, backend, items: list[Item], tickets: list, client: Client | None = None):
         self.items = items
         self._backend = backend
+        self._client = client
+        self._verify: tuple[int, str] | None = None  # (k, by): verify the best k once every outcome is in
+        self.verifications: list[dict] = []  # the job JSON of each verification verify_top queued
         self._outcomes: list[Outcome | None] = [None] * len(items)
         self._pending: dict[str, int] = {}  # ticket (job id) → position
         for k, ticket in enumerate(tickets):
@@ -137,6 +186,20 @@ class Batch:
         finally:
             if bar:
                 report.close()
+        if self._verify is not None:
+            k, by = self._verify
+            self._verify = None
+            self.verify_top(k, by)
+
+    def verify_top(self, k: int, by: str = "tc") -> list[dict]:
+        """Verify by DFT the best ``k`` screened structures, ranked by ``by`` (``tc``: ``tc.value_k``;
+        ``phi``), once every outcome is in (waits for them); the job JSON of each, best first (also kept
+        in :attr:`verifications`). Follow them with :meth:`Client.wait_verified`."""
+        if self._client is None:
+            raise ClientError("verify_top: this batch was not submitted by a Client")
+        ranked = sorted((o for o in self.outcomes() if o.ok and o.job_id), key=lambda o: rank_key(o.result, by))
+        self.verifications = [self._client.verify(o.job_id) for o in ranked[:k]]
+        return self.verifications
 
     def wait(self, progress: bool | Callback = False, timeout: float | None = None) -> Batch:
         """Block until every structure has finished (see :meth:`results` for ``progress``, ``timeout``)."""

@@ -12,6 +12,7 @@ from elfscreen.client.errors import ClientError, ServerError
 from elfscreen.model import __version__
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
+NOT_TRANSIENT = frozenset({"dft_unavailable"})  # 503 codes a retry cannot change (no Quantum ESPRESSO)
 API_KEY_HEADER = "X-API-Key"  # app/access.py also accepts "Authorization: Bearer KEY"
 
 
@@ -41,7 +42,7 @@ class Http:
                     raise ClientError(f"cannot reach {self.base_url} ({type(exc).__name__}: {exc})") from exc
                 time.sleep(self._backoff(attempt))
                 continue
-            if response.status_code not in RETRY_STATUS or last:
+            if response.status_code not in RETRY_STATUS or last or _code(response) in NOT_TRANSIENT:
                 return response
             time.sleep(max(self._backoff(attempt), _retry_after(response)))
         raise AssertionError("unreachable")
@@ -72,6 +73,13 @@ def _retry_after(response: httpx.Response) -> float:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return 0.0
+
+
+def _code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def error_body(response: httpx.Response) -> dict:
