@@ -1,7 +1,8 @@
 """Throughput and per-job overhead of the screening service: embedded, and Celery with 1 and 2 workers,
 idle and while 20 clients keep submitting.
 
-    python bench/service.py [--jobs 40] [--spacing 0.4] [--modes embedded,celery1,celery2]
+    python bench/service.py [--jobs 40] [--spacing 0.4] [--atoms 4] [--model untrained|shipped|CKPT]
+                            [--modes embedded,celery1,celery2]
                             [--load-clients 20] [--broker redis://127.0.0.1:6379/0]
                             [--db postgresql://postgres@127.0.0.1:5432/postgres]
 
@@ -58,14 +59,17 @@ sys.path.insert(0, str(ROOT))
 from elfscreen.app.config import usable_cores  # noqa: E402
 from elfscreen.app.store import Store, jobs  # noqa: E402
 from elfscreen.model.network import ElfModel  # noqa: E402
+from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR  # noqa: E402
 
 
-def crystals(n: int, seed: int) -> list[tuple[str, str]]:
-    """``n`` distinct 4-H cells as (name, POSCAR text); distinct so the cache never answers."""
+def crystals(n: int, seed: int, atoms: int = 4) -> list[tuple[str, str]]:
+    """``n`` distinct random H cells of ``atoms`` atoms (4.4 Å³ per H, no pair closer than 0.7 Å) as (name,
+    POSCAR text); distinct so the cache never answers."""
     rng = np.random.default_rng(seed)
+    scale = (atoms / 4) ** (1 / 3)
     out = []
     while len(out) < n:
-        s = Structure(Lattice.tetragonal(2.5 + 0.01 * len(out), 2.8), ["H"] * 4, rng.random((4, 3)))
+        s = Structure(Lattice.tetragonal(2.5 * scale + 0.01 * len(out), 2.8 * scale), ["H"] * atoms, rng.random((atoms, 3)))
         if s.get_neighbor_list(r=0.7)[3].size == 0:
             out.append((f"b{seed}_{len(out):04d}", s.to(fmt="poscar")))
     return out
@@ -196,15 +200,15 @@ def measure(mode: str, args, env: dict, folder: Path) -> dict:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        warm = crystals(2 * workers, seed=uuid.uuid4().int % 10**6)
+        warm = crystals(2 * workers, seed=uuid.uuid4().int % 10**6, atoms=args.atoms)
         run_batch(base, warm, args.spacing)  # warm-up: imports, numba, model
-        batch_id, posted, wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
+        batch_id, posted, wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6, atoms=args.atoms), args.spacing)
         loaded_wall = load_rate = loaded_pipeline = loaded_in_worker = loaded_rate = float("nan")
         if args.load_clients:
             with Load(base, warm[0], args.spacing, args.load_clients) as load:
                 time.sleep(2)  # every client is going
                 before, t0 = load.answered, time.perf_counter()
-                loaded_id, _, loaded_wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6), args.spacing)
+                loaded_id, _, loaded_wall = run_batch(base, crystals(args.jobs, seed=uuid.uuid4().int % 10**6, atoms=args.atoms), args.spacing)
                 load_rate = (load.answered - before) / (time.perf_counter() - t0)
             loaded_pipeline, loaded_in_worker, _, loaded_rate = job_times(db_url, loaded_id)
         pipeline, in_worker, gaps, rate = job_times(db_url, batch_id)
@@ -227,13 +231,19 @@ def main() -> None:
     p.add_argument("--spacing", type=float, default=0.4, help="grid spacing in Å (coarse: overhead dominates)")
     p.add_argument("--modes", default="embedded,celery1,celery2")
     p.add_argument("--load-clients", type=int, default=20, help="clients submitting during the loaded run (0: none)")
+    p.add_argument("--atoms", type=int, default=4, help="H atoms per random cell")
+    p.add_argument("--model", default="untrained",
+                   help="'untrained' (a 2-member untrained network: the overhead), 'shipped' or a checkpoint path")
     p.add_argument("--broker", default="redis://127.0.0.1:6379/0")
     p.add_argument("--db", default=None, help="store URL for the Celery modes (default: SQLite in a temp folder)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        ckpt = folder / "bench.pt"
-        ElfModel.untrained(n_members=2).save(ckpt)
+        if args.model == "untrained":
+            ckpt = folder / "bench.pt"
+            ElfModel.untrained(n_members=2).save(ckpt)
+        else:
+            ckpt = WEIGHTS_DIR / DEFAULT_MODEL if args.model == "shipped" else Path(args.model)
         env = {**os.environ, "ELFSCREEN_MODEL": str(ckpt), "ELFSCREEN_SWEEP_EVERY_S": "5"}
         print(f"{'mode':<10}{'jobs':>6}{'wall s':>9}{'jobs/h':>10}{'pipeline ms':>13}{'overhead ms':>13}"
               f"{'in-worker ms':>14}{'gap ms':>9}{'submit ms':>11}{'pool jobs/h':>13}{'loaded':>9}{'kept':>7}"
