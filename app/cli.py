@@ -99,6 +99,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--version", default="dev", help="model version string stored in the checkpoint")
     tr.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; the shipped model does)")
+    tr.add_argument("--descriptor", default="paper-v1", choices=["paper-v1", "hydride-v1"],
+                    help="paper-v1 (H only, 165 features) or hydride-v1 (species-aware, 546 features; docs/DESCRIPTOR.md)")
 
     ev = sub.add_parser("evaluate", help="evaluate an ELF model against DFT grids (report.json + PNG plots)")
     ev.add_argument("--model", required=True, help="checkpoint")
@@ -279,12 +281,13 @@ def _dataset(args) -> int:
 
 
 def _train(args) -> int:
+    from elfscreen.model.descriptor import DESCRIPTORS
     from elfscreen.model.train import TrainConfig, train
 
     entries, identity = _load_data(args.data)
     config = TrainConfig(members=args.members, epochs=args.epochs, points_per_structure=args.points_per_structure,
                          seed=args.seed)
-    model = train(entries, config, model_version=args.version, data_identity=identity)
+    model = train(entries, config, DESCRIPTORS[args.descriptor], model_version=args.version, data_identity=identity)
     model.meta["datasets"] = [str(Path(d)) for d in args.data]
     model.save(args.out, half=args.half)
     _print({"out": args.out, "model_version": args.version, "structures": len(entries), "data_identity": identity,

@@ -121,3 +121,8 @@ def test_train_and_evaluate_commands_on_a_dataset_folder(tmp_path):
     assert main(["evaluate", "--model", str(ckpt), "--data", str(tmp_path / "a"), "--out", str(tmp_path / "ev2"),
                  "--calibrate-out", str(out)]) == 2
     assert not out.exists()
+    # the species-aware descriptor is chosen at training time and named by the checkpoint
+    mh = tmp_path / "mh.pt"
+    assert main(["train", "--data", str(tmp_path / "a"), "--out", str(mh), "--members", "1", "--epochs", "1",
+                 "--points-per-structure", "100", "--descriptor", "hydride-v1"]) == 0
+    assert ElfModel.load(mh).descriptor.name == "hydride-v1" and ElfModel.load(ckpt).descriptor.name == "paper-v1"
