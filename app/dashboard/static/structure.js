@@ -17,12 +17,12 @@ poll(async () => {
   const job = await api(path);
   showHeader(job);
   if (job.status === 'queued' || job.status === 'running') return true;
+  showVerification(job); // first: its state shows while the ML views below load
   if (job.status === 'done' && !resultShown) {
     resultShown = true;
     await showResult(job);
   }
   const v = job.verification;
-  showVerification(job);
   return Boolean(v && (v.status === 'queued' || v.status === 'running'));
 });
 
