@@ -65,6 +65,8 @@ class EmbeddedDispatcher:
         step_back(REQUEST_NICE)
         # start every job process now (model, compiled kernels), not under the first requests
         self._starting = [self._pool.submit(os.getpid) for _ in range(settings.embedded_workers)]
+        for _ in range(settings.dft_workers):  # the DFT processes start too, but nothing waits for them
+            self._dft_pool.submit(os.getpid)
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.settings.embedded_workers,
