@@ -82,7 +82,7 @@ export class ResultsTable {
       if (column.key === 'warnings') {
         return el('td', { class: 'num', title: row.warnings.join('\n') || undefined }, row.warnings.length || '');
       }
-      if (column.key === 'delta_phi') return el('td', {}, dftBadge(row));
+      if (column.key === 'delta_phi') return el('td', { class: 'num' }, dftBadge(row));
       if (column.text) return el('td', {}, row[column.key] ?? '–');
       return el('td', { class: 'num' }, fmt(row[column.key], column.digits));
     });
