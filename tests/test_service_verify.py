@@ -121,6 +121,59 @@ def test_embedded_verification_topology_top_k_and_cancel(tmp_path):
     assert structure.lattice.abc == pytest.approx(h8().lattice.abc if best == "H8" else h4().lattice.abc)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    return Store(url)
+
+
+def _screened_batch(store: Store, phis: list[float], **batch_options) -> list[str]:
+    """A batch of done jobs (claimed and finished as a worker does) with these ML φ and Tc = 750φ − 85."""
+    from elfscreen.app.store import new_id
+    from elfscreen.model.structures import structure_to_dict
+
+    batch_id, now = new_id(), 1.0
+    rows = [{"id": new_id(), "batch_id": batch_id, "seq": k, "owner": "me", "name": f"s{k}", "format": "poscar",
+             "content": h4().to(fmt="poscar"), "structure": structure_to_dict(h4()), "options": {},
+             "cache_key": new_id(), "status": "queued", "cached": False, "created_at": now} for k in range(len(phis))]
+    store.create_batch({"id": batch_id, "owner": "me", "created_at": now, "total": len(rows), **batch_options}, rows)
+    for row, phi in zip(rows, phis):
+        assert store.after_screening(batch_id) == []  # nothing before the batch is screened
+        claim = store.claim(row["id"], "w", lease_s=60)
+        assert store.finish(claim, result={"phi": phi, "tc": {"value_k": 750 * phi - 85}})
+    return [r["id"] for r in rows]
+
+
+def test_store_top_k_once_cancel_and_lost_workers(store):
+    """verify_top queues the best k once; a cancelled verification cannot be claimed; one whose worker is
+    lost 3 times fails with worker_lost; a finish without the claim writes nothing."""
+    ids = _screened_batch(store, [0.3, 0.5, 0.4], verify_top=2, verify_by="phi", verify_state="pending")
+    batch_id = store.job(ids[0], "me")["batch_id"]
+    assert sorted(store.after_screening(batch_id)) == sorted([ids[1], ids[2]])  # φ 0.5 and 0.4, not 0.3
+    assert store.after_screening(batch_id) == []  # taken once
+    assert store.job(ids[0], "me")["verification"] is None
+    assert {q["id"] for q in store.queued(dft=True)} == {ids[1], ids[2]}
+
+    assert store.cancel_verification(ids[1], "me")["verification"]["status"] == "cancelled"
+    assert store.claim_verification(ids[1], "w", lease_s=60) is None
+    row, queued = store.request_verification(ids[1], "me")  # asked again after a cancel: queued afresh
+    assert queued and row["verification"]["status"] == "queued" and row["verification"]["attempts"] == 0
+
+    first = store.claim_verification(ids[2], "w1", lease_s=60)
+    assert first.ml_phi == 0.4 and first.structure["species"] == ["H"] * 4
+    assert store.claim_verification(ids[2], "w2", lease_s=60) is None  # alive elsewhere
+    assert store.requeue_dead(0.0, dft=True) == [ids[2]]  # its heartbeat is stale at once with lease 0
+    second = store.claim_verification(ids[2], "w2", lease_s=0.0)
+    assert not store.finish_verification(first, result={"dft": {}, "delta_phi": None})  # the old claim is void
+    store.claim_verification(ids[2], "w3", lease_s=0.0)
+    assert second.token and store.claim_verification(ids[2], "w4", lease_s=0.0) is None
+    v = store.job(ids[2], "me")["verification"]
+    assert v["status"] == "failed" and v["error"]["error"]["code"] == "worker_lost" and v["attempts"] == 3
+    events = store.event_counts(ids[2])
+    assert events["verify_claimed"] == 3 and events["verify_failed"] == 1 and "verify_done" not in events
+    assert list(store.verified()) == []
+
+
 def test_no_pw_x_answers_503_and_screening_goes_on(tmp_path, monkeypatch):
     make_checkpoint(tmp_path)
     empty = tmp_path / "bin"
