@@ -90,7 +90,6 @@ def manifest_entry(item: VerifiedStructure, eid: str, grid: ElfGrid, file_info: 
         "topology": {"phi": dft["phi"], "phi_star": dft["phi_star"], "phi_1d": dft["phi_1d"], "phi_2d": dft["phi_2d"],
                      "grid": "full-resolution DFT grid of the verification (elfscreen verify, refined)"},
         "qe": {"version": (dft.get("code_version") or {}).get("qe"), "settings": settings},
-        "dft_settings": settings,
         "dft_tc": dft.get("tc"),
         "code_version": dft.get("code_version"),
         "screening": {"job_id": item.job_id, "model_version": (ml.get("provenance") or {}).get("model_version"),

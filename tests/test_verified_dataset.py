@@ -72,8 +72,8 @@ def test_export_writes_the_dataset_format_once(verified, tmp_path):
     assert [e["id"] for e in manifest] == [verified_id(v.structure, v.dft["settings"]["name"]) for v in verified]
     entries, _ = load_entries([out])
     for v, e, row in zip(verified, entries, manifest):
-        assert row["kind"] == "verified" and row["dft_settings"]["name"] == "pure-h@ecutwfc=30"
-        assert row["dft_settings"]["ecutwfc"] == 30 and row["qe"]["version"] == v.dft["code_version"]["qe"]
+        assert row["kind"] == "verified" and row["qe"]["settings"]["name"] == "pure-h@ecutwfc=30"
+        assert row["qe"]["settings"]["ecutwfc"] == 30 and row["qe"]["version"] == v.dft["code_version"]["qe"]
         assert row["h_dos"]["value"] == v.dft["h_dos"] == 1.0  # pure H
         assert row["topology"]["phi"] == v.dft["phi"] and row["screening"]["phi"] == v.ml_result["phi"]
         assert row["screening"]["delta_phi"] == pytest.approx(v.dft["phi"] - v.ml_result["phi"])
