@@ -20,20 +20,14 @@ import pytest
 from PIL import Image
 from pymatgen.core import Lattice, Structure
 
+from browser import browser, watched  # noqa: F401 - fixtures
 from live_server import live_server
 from elfscreen.model.dft import qe_available
 from elfscreen.model.sampling import Plane, slice_values
 from elfscreen.model.volumetric import parse_grid
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the dashboard tests need the playwright package "
-                               "(pip install playwright; the browser is Debian's chromium)")
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip("the dashboard tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
-                allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
 # the parity plot's axes (plots.js: viewBox 480 × 300, margins left 54, right 14, top 12, bottom 42), φ 0…1
 PLOT_X = (54.0, 466.0)
 PLOT_Y = (258.0, 12.0)
@@ -132,45 +126,6 @@ def test_slice_pair_is_the_ml_slice_and_the_dft_grid_on_one_plane(server, jobs):
 
 
 # --- in the browser ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield browser
-        browser.close()
-
-
-class Watched:
-    """A page whose console errors, page errors, failed requests and requests to other hosts are recorded."""
-
-    def __init__(self, browser, base: str):
-        self.page = browser.new_page(viewport={"width": 1360, "height": 1000})
-        self.problems: list[str] = []
-        self.requests: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
-        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"request failed: {r.url}"))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.base = base
-
-    def check(self) -> None:
-        assert not self.problems, self.problems
-        foreign = [u for u in self.requests if not u.startswith((self.base, "data:", "blob:"))]
-        assert not foreign, f"requests outside the app: {foreign}"
-
-    def screenshot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-        assert (ARTIFACTS / name).stat().st_size > 10_000
-
-
-@pytest.fixture
-def watched(browser, server):
-    w = Watched(browser, server)
-    yield w
-    w.page.close()
-
 
 def canvas_pixels(page, selector: str) -> np.ndarray:
     """The pixels (H, W, 3) a canvas holds."""
