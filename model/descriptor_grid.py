@@ -193,6 +193,16 @@ def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params:
     return c
 
 
+def _core_offsets(lattice: np.ndarray, shape: tuple[int, int, int], core_a: float) -> tuple[np.ndarray, np.ndarray]:
+    """The Cartesian step of one grid index per axis (rows, Å) and the integer offsets from an atom's lower
+    grid corner that can hold a grid point within core_a of it."""
+    step = lattice / np.array(shape)[:, None]
+    reach = np.ceil(core_a * np.linalg.norm(np.linalg.inv(step), axis=0)).astype(int) + 1
+    off = np.stack(np.meshgrid(*[np.arange(-m, m + 2) for m in reach], indexing="ij"), -1).reshape(-1, 3)
+    voxel = np.abs(step).sum(0)
+    return step, off[np.linalg.norm(off @ step, axis=1) <= core_a + np.linalg.norm(voxel) + 1e-9]
+
+
 def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: np.ndarray, active: list[int],
               shape: tuple[int, int, int], params: DescriptorParams, core_a: float, dev: torch.device,
               dtype: torch.dtype, max_chunk_mb: float) -> None:
@@ -200,11 +210,7 @@ def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: 
     for the ``active`` channels a."""
     n_all = weights.shape[1]
     weights = weights[:, active]
-    step = lattice / np.array(shape)[:, None]  # rows: Cartesian step of one grid index along each axis
-    reach = np.ceil(core_a * np.linalg.norm(np.linalg.inv(step), axis=0)).astype(int) + 1
-    off = np.stack(np.meshgrid(*[np.arange(-m, m + 2) for m in reach], indexing="ij"), -1).reshape(-1, 3)
-    voxel = np.abs(step).sum(0)
-    off = off[np.linalg.norm(off @ step, axis=1) <= core_a + np.linalg.norm(voxel) + 1e-9]
+    step, off = _core_offsets(lattice, shape, core_a)
     pos = sites * np.array(shape)
     base = np.floor(pos)
     delta = torch.as_tensor(pos - base, dtype=dtype, device=dev)
@@ -243,18 +249,111 @@ def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: 
 
 def iter_describe_grid(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
                        device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-                       max_chunk_mb: float = 256.0, chunk_points: int = 16384
+                       max_chunk_mb: float = 256.0, chunk_points: int = 16384, compiled: bool | None = None
                        ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield ``(indices, features)`` chunks covering every point of the grid once, as
-    ``model.descriptor.iter_describe`` does for the points ``(i/N1, j/N2, k/N3)`` in C order of (i, j, k)."""
-    c = grid_coefficients(structure, shape, params, device, dtype, max_chunk_mb)
-    rows, n_points = c.shape
+    ``model.descriptor.iter_describe`` does for the points ``(i/N1, j/N2, k/N3)`` in C order of (i, j, k).
+    On the CPU the compiled kernels do the work (``compiled`` None or True; :func:`compiled_coefficients`),
+    elsewhere (or with ``compiled=False``) torch does (:func:`grid_coefficients`); the two agree to rounding."""
+    dev = pick_device(str(device) if device is not None else None)
+    use_compiled = dev.type == "cpu" if compiled is None else compiled
+    if use_compiled and dev.type != "cpu":
+        raise ValueError(f"the compiled grid path runs on the CPU, not on {dev}")
+    if use_compiled:
+        c, mix = compiled_coefficients(structure, shape, params, dtype)
+        rows = c.shape[1]
+    else:
+        c = grid_coefficients(structure, shape, params, dev, dtype, max_chunk_mb)
+        rows = c.shape[0]
+    n_points = math.prod(shape)
     step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // ((rows + 3 * params.n_features)
                                                                  * torch.finfo(dtype).bits // 8))))
+    if use_compiled:
+        from elfscreen.model import descriptor_grid_kernel as kernel
+
+        pairs = np.array(params.channel_pairs, dtype=np.int64)
+        n_lm = (params.l_max + 1) ** 2
+        for a in range(0, n_points, step):
+            b = min(n_points, a + step)
+            out = np.empty((b - a, params.n_features), dtype=c.dtype)
+            kernel.power_spectrum(c[a:b], mix, params.n_radial, n_lm, params.l_max, pairs, out)
+            yield np.arange(a, b), torch.from_numpy(out)
+        return
     view = c.view(params.n_channels, params.n_radial, -1, n_points)
     for a in range(0, n_points, step):
         b = min(n_points, a + step)
         yield np.arange(a, b), power_spectrum_channels(view[..., a:b], params).T
+
+
+def density_basis(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fewest density fields the channels are linear combinations of: (basis weights (atoms, k),
+    mix (n_channels, k)) with weights = basis @ mix.T. The channels are linear in the atoms' weights, so
+    when fewer distinct weight vectors (species) than non-zero channels occur — La4H40 under hydride-v1: H
+    and La, 2 fields for 3 channels; a pure-H cell: 1 — one field per species is transformed and the
+    channels are mixed from them; otherwise the non-zero channels themselves are the basis."""
+    active = np.flatnonzero(np.any(weights != 0, axis=0))
+    species, index = np.unique(weights, axis=0, return_inverse=True)
+    index = index.reshape(-1)
+    if len(species) < len(active):
+        return np.eye(len(species))[index], species.T.copy()
+    mix = np.zeros((weights.shape[1], len(active)))
+    mix[active, np.arange(len(active))] = 1.0
+    return weights[:, active], mix
+
+
+def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
+                          dtype: torch.dtype = torch.float32, core_a: float = CORE_RADIUS_A, g_cut: float = G_CUT
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The coefficients on the CPU by the compiled kernels (``model.descriptor_grid_kernel``), point-major:
+    (c (N1·N2·N3, rows), mix (n_channels, k)), row (b·n_radial + n)·(l_max+1)² + lm of a point holding
+    basis field b's c_nlm (:func:`density_basis`; one padding row when the count is odd); channel a is
+    Σ_b mix[a, b]·field b. The same sums as :func:`grid_coefficients`: structure factors as a matrix
+    product over half the box of reciprocal vectors, the spectra built and folded per vector in one
+    compiled loop, one complex FFT per two real rows, the real-space core per atom."""
+    from elfscreen.model import descriptor_grid_kernel as kernel
+    from elfscreen.model.descriptor import _harmonics_from_monomials, _monomials
+
+    real = np.float64 if dtype == torch.float64 else np.float32
+    cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    shape = tuple(int(n) for n in shape)
+    n_points = math.prod(shape)
+    lattice = structure.lattice.matrix
+    volume = abs(float(np.linalg.det(lattice)))
+    sites, weights = atom_channels(structure, params)
+    weights = np.ones((len(sites), 1)) if weights is None else weights
+    n, n_lm = params.n_radial, (params.l_max + 1) ** 2
+    if not len(sites):
+        return np.zeros((n_points, n * n_lm), dtype=real), np.zeros((params.n_channels, 1))
+    basis, mix = density_basis(weights)
+    rows = basis.shape[1] * n * n_lm
+    half = (rows + 1) // 2
+    # S_k(G) over h0 ≥ 0 (the other half is its conjugate), per-axis phases multiplied as matrices
+    recip = 2 * np.pi * np.linalg.inv(lattice).T
+    reach = np.floor(g_cut * np.linalg.norm(lattice, axis=1) / (2 * np.pi)).astype(np.int64)
+    hs = [torch.arange(0 if d == 0 else -reach[d], reach[d] + 1, dtype=torch.float64) for d in range(3)]
+    frac = torch.as_tensor(sites, dtype=torch.float64)
+    ph = [torch.exp(-2j * math.pi * frac[:, d, None] * hs[d]).to(cdtype) for d in range(3)]
+    pair = (ph[0][:, :, None] * ph[1][:, None, :]).reshape(len(sites), -1)
+    third = (ph[2][:, :, None] * torch.as_tensor(basis).to(cdtype)[:, None, :]).reshape(len(sites), -1)
+    s_half = (pair.T @ third).reshape(len(hs[0]), len(hs[1]), len(hs[2]), basis.shape[1]).numpy()
+    del pair, third
+    mono_exp = np.array(_monomials(params.l_max), dtype=np.int64)
+    mono_w = np.ascontiguousarray(_harmonics_from_monomials(params.l_max))
+    l_of = np.array([l for l in range(params.l_max + 1) for _ in range(2 * l + 1)], dtype=np.int64)
+    phase = np.array([(1j) ** l * 4 * math.pi / volume for l in l_of], dtype=np.complex128)
+    folded = np.zeros((n_points, half), dtype=np.complex128 if real == np.float64 else np.complex64)
+    kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64), _hankel_table(params, core_a, g_cut),
+                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, mono_w,
+                        basis.shape[1], folded)
+    del s_half
+    field = torch.fft.ifftn(torch.from_numpy(folded).view(*shape, half), dim=(0, 1, 2), norm="forward")
+    del folded
+    c = torch.view_as_real(field).reshape(n_points, 2 * half).numpy()
+    step, off = _core_offsets(lattice, shape, core_a)
+    mu = np.linspace(0.0, params.r_cut_a, n)[: core_count(params)]
+    kernel.add_core(c, sites * np.array(shape), basis, off.astype(np.int64), step, np.array(shape, dtype=np.int64),
+                    mu, params.sigma, params.r_cut_a, core_a, mono_exp, mono_w, n)
+    return c, mix.astype(real)
 
 
 def power_spectrum_channels(c: torch.Tensor, params: DescriptorParams) -> torch.Tensor:
@@ -276,9 +375,9 @@ def power_spectrum_channels(c: torch.Tensor, params: DescriptorParams) -> torch.
 
 def describe_grid(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
                   device: str | None = None, dtype: torch.dtype = torch.float32,
-                  max_chunk_mb: float = 256.0) -> np.ndarray:
+                  max_chunk_mb: float = 256.0, compiled: bool | None = None) -> np.ndarray:
     """Descriptor on every point of the grid: a numpy array (N1, N2, N3, n_features)."""
     out = np.empty((math.prod(shape), params.n_features), dtype=np.float64 if dtype == torch.float64 else np.float32)
-    for idx, feats in iter_describe_grid(structure, shape, params, device, dtype, max_chunk_mb):
+    for idx, feats in iter_describe_grid(structure, shape, params, device, dtype, max_chunk_mb, compiled=compiled):
         out[idx] = feats.cpu().numpy()
     return out.reshape(*shape, -1)

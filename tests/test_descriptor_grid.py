@@ -8,8 +8,8 @@ import torch
 from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
-from elfscreen.model.descriptor import HYDRIDE_V1, PAPER_V1, describe
-from elfscreen.model.descriptor_grid import describe_grid, iter_describe_grid
+from elfscreen.model.descriptor import HYDRIDE_V1, PAPER_V1, atom_channels, describe
+from elfscreen.model.descriptor_grid import density_basis, describe_grid, iter_describe_grid
 from elfscreen.model.elements import UnsupportedElementError
 from elfscreen.model.errors import InputError
 from elfscreen.model.network import CheckpointError, ElfModel
@@ -64,11 +64,27 @@ def test_grid_path_matches_float64_reference(cell, spacing, params):
                                     axis=1))
     sub = np.r_[sub, near]  # the grid point nearest an atom: where the kernel is least smooth
     ref = descriptor_reference(structure, points[sub], params)
-    grid = describe_grid(structure, shape, params, dtype=torch.float64).reshape(len(points), -1)[sub]
-    assert np.abs(grid - ref).max() <= TOLERANCE * np.abs(ref).max()
-    grid32 = describe_grid(structure, shape, params).reshape(len(points), -1)[sub]
-    assert grid32.dtype == np.float32
-    assert np.abs(grid32 - ref).max() <= TOLERANCE * np.abs(ref).max()
+    for compiled in (True, False):  # the CPU's compiled kernels and the torch path of other devices
+        grid = describe_grid(structure, shape, params, dtype=torch.float64, compiled=compiled)
+        grid = grid.reshape(len(points), -1)[sub]
+        assert np.abs(grid - ref).max() <= TOLERANCE * np.abs(ref).max()
+        grid32 = describe_grid(structure, shape, params, compiled=compiled).reshape(len(points), -1)[sub]
+        assert grid32.dtype == np.float32
+        assert np.abs(grid32 - ref).max() <= TOLERANCE * np.abs(ref).max()
+
+
+def test_density_basis_mixes_the_channels_back():
+    structure = CELLS["hydride"]()  # La, B and H: three species, three channels: no saving
+    _, weights = atom_channels(structure, HYDRIDE_V1)
+    basis, mix = density_basis(weights)
+    assert basis.shape == (len(structure), 3) and np.allclose(basis @ mix.T, weights)
+    _, weights = atom_channels(Structure(Lattice.cubic(4.0), ["La", "H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5],
+                                                                                  [0.2, 0.3, 0.1]]), HYDRIDE_V1)
+    basis, mix = density_basis(weights)  # H and La: two fields for three channels
+    assert basis.shape == (3, 2) and set(basis.sum(0)) == {1.0, 2.0} and np.allclose(basis @ mix.T, weights)
+    _, weights = atom_channels(CELLS["fluid"](), HYDRIDE_V1)  # H only: one field, the metal channels zero
+    basis, mix = density_basis(weights)
+    assert basis.shape == (28, 1) and np.allclose(basis @ mix.T, weights) and not mix[1:].any()
 
 
 def test_grid_chunks_cover_every_point_once_in_c_order():
