@@ -30,6 +30,7 @@ from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
+import scipy.fft
 import torch
 from pymatgen.core import Structure
 from scipy.special import spherical_jn
@@ -260,56 +261,48 @@ def iter_describe_grid(structure: Structure, shape: tuple[int, int, int], params
     if use_compiled and dev.type != "cpu":
         raise ValueError(f"the compiled grid path runs on the CPU, not on {dev}")
     if use_compiled:
-        c, mix = compiled_coefficients(structure, shape, params, dtype)
-        rows = c.shape[1]
+        c, field, scale = compiled_coefficients(structure, shape, params, dtype)
+        c = torch.from_numpy(c)
     else:
-        c = grid_coefficients(structure, shape, params, dev, dtype, max_chunk_mb)
-        rows = c.shape[0]
-    n_points = math.prod(shape)
+        c, field, scale = grid_coefficients(structure, shape, params, dev, dtype, max_chunk_mb), None, None
+    rows, n_points = c.shape
     step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // ((rows + 3 * params.n_features)
                                                                  * torch.finfo(dtype).bits // 8))))
-    if use_compiled:
-        from elfscreen.model import descriptor_grid_kernel as kernel
-
-        pairs = np.array(params.channel_pairs, dtype=np.int64)
-        n_lm = (params.l_max + 1) ** 2
-        for a in range(0, n_points, step):
-            b = min(n_points, a + step)
-            out = np.empty((b - a, params.n_features), dtype=c.dtype)
-            kernel.power_spectrum(c[a:b], mix, params.n_radial, n_lm, params.l_max, pairs, out)
-            yield np.arange(a, b), torch.from_numpy(out)
-        return
-    view = c.view(params.n_channels, params.n_radial, -1, n_points)
+    view = c.view(-1, params.n_radial, (params.l_max + 1) ** 2, n_points)
     for a in range(0, n_points, step):
         b = min(n_points, a + step)
-        yield np.arange(a, b), power_spectrum_channels(view[..., a:b], params).T
+        yield np.arange(a, b), power_spectrum_channels(view[..., a:b], params, field, scale).T
 
 
-def density_basis(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The fewest density fields the channels are linear combinations of: (basis weights (atoms, k),
-    mix (n_channels, k)) with weights = basis @ mix.T. The channels are linear in the atoms' weights, so
-    when fewer distinct weight vectors (species) than non-zero channels occur — La4H40 under hydride-v1: H
-    and La, 2 fields for 3 channels; a pure-H cell: 1 — one field per species is transformed and the
-    channels are mixed from them; otherwise the non-zero channels themselves are the basis."""
+def density_basis(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fewest density fields the channels are multiples of: (basis weights (atoms, k), field (n_channels,)
+    int, scale (n_channels,)) with channel a = scale[a]·field field[a] (field −1: a channel no atom weighs).
+    The channels are linear in the atoms' weights: when fewer species (distinct weight vectors) than non-zero
+    channels occur and each channel is weighed by one species only — La4H40 under hydride-v1: H, χ·La,
+    r_cov·La from 2 fields; a pure-H cell: 1 — one field per species is transformed; otherwise the non-zero
+    channels themselves are the fields."""
     active = np.flatnonzero(np.any(weights != 0, axis=0))
     species, index = np.unique(weights, axis=0, return_inverse=True)
-    index = index.reshape(-1)
-    if len(species) < len(active):
-        return np.eye(len(species))[index], species.T.copy()
-    mix = np.zeros((weights.shape[1], len(active)))
-    mix[active, np.arange(len(active))] = 1.0
-    return weights[:, active], mix
+    field = np.full(weights.shape[1], -1)
+    scale = np.zeros(weights.shape[1])
+    if len(species) < len(active) and (np.count_nonzero(species, axis=0) <= 1).all():
+        for a in active:
+            k = int(np.flatnonzero(species[:, a])[0])
+            field[a], scale[a] = k, species[k, a]
+        return np.eye(len(species))[index.reshape(-1)], field, scale
+    field[active], scale[active] = np.arange(len(active)), 1.0
+    return weights[:, active], field, scale
 
 
 def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
                           dtype: torch.dtype = torch.float32, core_a: float = CORE_RADIUS_A, g_cut: float = G_CUT
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """The coefficients on the CPU by the compiled kernels (``model.descriptor_grid_kernel``), point-major:
-    (c (N1·N2·N3, rows), mix (n_channels, k)), row (b·n_radial + n)·(l_max+1)² + lm of a point holding
-    basis field b's c_nlm (:func:`density_basis`; one padding row when the count is odd); channel a is
-    Σ_b mix[a, b]·field b. The same sums as :func:`grid_coefficients`: structure factors as a matrix
-    product over half the box of reciprocal vectors, the spectra built and folded per vector in one
-    compiled loop, one complex FFT per two real rows, the real-space core per atom."""
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coefficients on the CPU by the compiled kernels (``model.descriptor_grid_kernel``):
+    (c (rows, N1·N2·N3), field, scale), row (b·n_radial + n)·(l_max+1)² + lm holding basis field b's c_nlm;
+    channel a is scale[a]·field field[a] (:func:`density_basis`). The same sums as
+    :func:`grid_coefficients`: structure factors as a matrix product over half the box of reciprocal
+    vectors, the spectra built and folded per vector in one compiled loop into the stored half of a
+    real-to-complex spectrum, one real inverse FFT per row, the real-space core per atom."""
     from elfscreen.model import descriptor_grid_kernel as kernel
     from elfscreen.model.descriptor import _harmonics_from_monomials, _monomials
 
@@ -323,10 +316,9 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
     weights = np.ones((len(sites), 1)) if weights is None else weights
     n, n_lm = params.n_radial, (params.l_max + 1) ** 2
     if not len(sites):
-        return np.zeros((n_points, n * n_lm), dtype=real), np.zeros((params.n_channels, 1))
-    basis, mix = density_basis(weights)
+        return np.zeros((n * n_lm, n_points), dtype=real), np.full(params.n_channels, -1), np.zeros(params.n_channels)
+    basis, field, scale = density_basis(weights)
     rows = basis.shape[1] * n * n_lm
-    half = (rows + 1) // 2
     # S_k(G) over h0 ≥ 0 (the other half is its conjugate), per-axis phases multiplied as matrices
     recip = 2 * np.pi * np.linalg.inv(lattice).T
     reach = np.floor(g_cut * np.linalg.norm(lattice, axis=1) / (2 * np.pi)).astype(np.int64)
@@ -341,35 +333,61 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
     mono_w = np.ascontiguousarray(_harmonics_from_monomials(params.l_max))
     l_of = np.array([l for l in range(params.l_max + 1) for _ in range(2 * l + 1)], dtype=np.int64)
     phase = np.array([(1j) ** l * 4 * math.pi / volume for l in l_of], dtype=np.complex128)
-    folded = np.zeros((n_points, half), dtype=np.complex128 if real == np.float64 else np.complex64)
+    spectrum = np.zeros((*shape[:2], shape[2] // 2 + 1, rows), dtype=np.complex128 if real == np.float64
+                        else np.complex64)
     kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64), _hankel_table(params, core_a, g_cut),
-                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, mono_w,
-                        basis.shape[1], folded)
+                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, mono_w, spectrum)
     del s_half
-    field = torch.fft.ifftn(torch.from_numpy(folded).view(*shape, half), dim=(0, 1, 2), norm="forward")
-    del folded
-    c = torch.view_as_real(field).reshape(n_points, 2 * half).numpy()
+    spectrum = torch.from_numpy(spectrum).permute(3, 0, 1, 2).contiguous().numpy()  # rows first: contiguous FFTs
+    # scipy's real inverse FFT (pocketfft), ~2× torch's irfftn here; workers=1: one thread, as torch is told
+    c = scipy.fft.irfftn(spectrum, s=shape, axes=(1, 2, 3), norm="forward", workers=1,
+                         overwrite_x=True).reshape(rows, n_points)
+    del spectrum
     step, off = _core_offsets(lattice, shape, core_a)
     mu = np.linspace(0.0, params.r_cut_a, n)[: core_count(params)]
     kernel.add_core(c, sites * np.array(shape), basis, off.astype(np.int64), step, np.array(shape, dtype=np.int64),
                     mu, params.sigma, params.r_cut_a, core_a, mono_exp, mono_w, n)
-    return c, mix.astype(real)
+    return c, field, scale
 
 
-def power_spectrum_channels(c: torch.Tensor, params: DescriptorParams) -> torch.Tensor:
-    """``model.descriptor.power_spectrum`` for point-last coefficients c (n_channels, n_radial, n_lm, p):
-    features (n_features, p), the same order, accumulated as rows × rows products over m (no tiny matrices)."""
+def power_spectrum_channels(c: torch.Tensor, params: DescriptorParams, field: np.ndarray | None = None,
+                            scale: np.ndarray | None = None) -> torch.Tensor:
+    """``model.descriptor.power_spectrum`` for point-last coefficients c (n_fields, n_radial, n_lm, p):
+    features (n_features, p), the same order, accumulated as rows × rows products over m (no tiny matrices).
+    Without ``field``, the fields are the channels; with it, channel a is scale[a]·c[field[a]] (field −1:
+    zero, features left zero), so a block of features is a multiple of one already computed when its two
+    channels are multiples of the same fields (hydride-v1 on a one-metal hydride: χ·La and r_cov·La)."""
     n, p = params.n_radial, c.shape[-1]
-    out = torch.zeros((params.n_features, p), dtype=c.dtype, device=c.device)
+    if field is None:
+        field, scale = np.arange(params.n_channels), np.ones(params.n_channels)
+    out = torch.empty((params.n_features, p), dtype=c.dtype, device=c.device)  # every row is written once
     row = 0
     for l in range(params.l_max + 1):
+        done: dict[tuple[int, int, bool], tuple[int, float]] = {}  # (field a, field b, same channel) → row, scale
         for a, b in params.channel_pairs:
+            size = n * (n + 1) // 2 if a == b else n * n
+            fa, fb, factor = int(field[a]), int(field[b]), float(scale[a] * scale[b])
+            if fa < 0 or fb < 0:
+                out[row:row + size].zero_()
+                row += size
+                continue
+            key = (fa, fb, a == b)
+            if key in done:
+                at, was = done[key]
+                torch.mul(out[at:at + size], factor / was, out=out[row:row + size])
+                row += size
+                continue
+            done[key] = (row, factor)
+            start = row
             for i in range(n):
                 first = i if a == b else 0  # same channel: n ≤ n' only
                 block = out[row:row + n - first]
-                for m in range(l * l, (l + 1) ** 2):
-                    block.addcmul_(c[a, i, m], c[b, first:, m])
+                torch.mul(c[fa, i, l * l], c[fb, first:, l * l], out=block)
+                for m in range(l * l + 1, (l + 1) ** 2):
+                    block.addcmul_(c[fa, i, m], c[fb, first:, m])
                 row += n - first
+            if factor != 1.0:
+                out[start:row].mul_(factor)
     return out
 
 

@@ -73,18 +73,23 @@ def test_grid_path_matches_float64_reference(cell, spacing, params):
         assert np.abs(grid32 - ref).max() <= TOLERANCE * np.abs(ref).max()
 
 
-def test_density_basis_mixes_the_channels_back():
+def _channels(basis, field, scale):
+    return np.stack([scale[a] * basis[:, f] if f >= 0 else np.zeros(len(basis)) for a, f in enumerate(field)], 1)
+
+
+def test_density_basis_rebuilds_the_channels():
     structure = CELLS["hydride"]()  # La, B and H: three species, three channels: no saving
     _, weights = atom_channels(structure, HYDRIDE_V1)
-    basis, mix = density_basis(weights)
-    assert basis.shape == (len(structure), 3) and np.allclose(basis @ mix.T, weights)
+    basis, field, scale = density_basis(weights)
+    assert basis.shape == (len(structure), 3) and np.allclose(_channels(basis, field, scale), weights)
     _, weights = atom_channels(Structure(Lattice.cubic(4.0), ["La", "H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5],
                                                                                   [0.2, 0.3, 0.1]]), HYDRIDE_V1)
-    basis, mix = density_basis(weights)  # H and La: two fields for three channels
-    assert basis.shape == (3, 2) and set(basis.sum(0)) == {1.0, 2.0} and np.allclose(basis @ mix.T, weights)
+    basis, field, scale = density_basis(weights)  # H and La: two fields for three channels
+    assert basis.shape == (3, 2) and set(basis.sum(0)) == {1.0, 2.0} and field[1] == field[2] != field[0]
+    assert np.allclose(_channels(basis, field, scale), weights)
     _, weights = atom_channels(CELLS["fluid"](), HYDRIDE_V1)  # H only: one field, the metal channels zero
-    basis, mix = density_basis(weights)
-    assert basis.shape == (28, 1) and np.allclose(basis @ mix.T, weights) and not mix[1:].any()
+    basis, field, scale = density_basis(weights)
+    assert basis.shape == (28, 1) and list(field) == [0, -1, -1] and np.allclose(_channels(basis, field, scale), weights)
 
 
 def test_grid_chunks_cover_every_point_once_in_c_order():
