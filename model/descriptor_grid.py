@@ -113,8 +113,9 @@ def _interpolate(table: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def grid_memory_mb(shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1) -> float:
-    """Float32 size (MiB) of the coefficients the grid path holds for a grid of ``shape``."""
-    return math.prod(shape) * params.n_channels * params.n_radial * (params.l_max + 1) ** 2 * 4 / 2**20
+    """Peak float32 size (MiB) the grid path holds for a grid of ``shape``: the coefficients and, while the
+    FFTs run, their spectra (about as large)."""
+    return 2 * math.prod(shape) * params.n_channels * params.n_radial * (params.l_max + 1) ** 2 * 4 / 2**20
 
 
 def reciprocal_count(structure: Structure, g_cut: float = G_CUT) -> int:
@@ -330,13 +331,14 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
     s_half = (pair.T @ third).reshape(len(hs[0]), len(hs[1]), len(hs[2]), basis.shape[1]).numpy()
     del pair, third
     mono_exp = np.array(_monomials(params.l_max), dtype=np.int64)
-    mono_w = np.ascontiguousarray(_harmonics_from_monomials(params.l_max))
+    mono_w = _harmonics_from_monomials(params.l_max)
+    harm = np.array([(k, lm, mono_w[k, lm]) for k, lm in zip(*np.nonzero(np.abs(mono_w) > 1e-12))])
     l_of = np.array([l for l in range(params.l_max + 1) for _ in range(2 * l + 1)], dtype=np.int64)
     phase = np.array([(1j) ** l * 4 * math.pi / volume for l in l_of], dtype=np.complex128)
     spectrum = np.zeros((*shape[:2], shape[2] // 2 + 1, rows), dtype=np.complex128 if real == np.float64
                         else np.complex64)
     kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64), _hankel_table(params, core_a, g_cut),
-                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, mono_w, spectrum)
+                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, harm, spectrum)
     del s_half
     spectrum = torch.from_numpy(spectrum).permute(3, 0, 1, 2).contiguous().numpy()  # rows first: contiguous FFTs
     # scipy's real inverse FFT (pocketfft), ~2× torch's irfftn here; workers=1: one thread, as torch is told
@@ -344,9 +346,8 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
                          overwrite_x=True).reshape(rows, n_points)
     del spectrum
     step, off = _core_offsets(lattice, shape, core_a)
-    mu = np.linspace(0.0, params.r_cut_a, n)[: core_count(params)]
     kernel.add_core(c, sites * np.array(shape), basis, off.astype(np.int64), step, np.array(shape, dtype=np.int64),
-                    mu, params.sigma, params.r_cut_a, core_a, mono_exp, mono_w, n)
+                    core_count(params), params.sigma, params.r_cut_a, core_a, mono_exp, harm, n)
     return c, field, scale
 
 

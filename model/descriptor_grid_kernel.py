@@ -24,8 +24,9 @@ if nb.config.CACHE_DIR != os.environ["NUMBA_CACHE_DIR"]:  # numba was imported b
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _harmonics(ux, uy, uz, mono_exp, mono_w, powers, out):
-    """out[lm] = Σ_k mono_w[k, lm]·ux^a uy^b uz^c (exponents mono_exp[k]): the real harmonics of a unit vector
+def _harmonics(ux, uy, uz, mono_exp, harm, powers, out):
+    """out[lm] = Σ mono_w[k, lm]·ux^a uy^b uz^c (exponents mono_exp[k]) over the non-zero entries of mono_w,
+    harm (n_nonzero, 3) = (k, lm, value): the real harmonics of a unit vector
     (``model.descriptor._harmonics_from_monomials``); the zero vector gives l = 0 only. powers: (3, l_max + 1)."""
     for e in range(powers.shape[1]):
         if e == 0:
@@ -35,19 +36,20 @@ def _harmonics(ux, uy, uz, mono_exp, mono_w, powers, out):
             powers[1, e] = powers[1, e - 1] * uy
             powers[2, e] = powers[2, e - 1] * uz
     out[:] = 0.0
-    for k in range(mono_exp.shape[0]):
-        v = powers[0, mono_exp[k, 0]] * powers[1, mono_exp[k, 1]] * powers[2, mono_exp[k, 2]]
-        for lm in range(out.shape[0]):
-            out[lm] += mono_w[k, lm] * v
+    for q in range(harm.shape[0]):
+        k = int(harm[q, 0])
+        out[int(harm[q, 1])] += harm[q, 2] * (powers[0, mono_exp[k, 0]] * powers[1, mono_exp[k, 1]]
+                                              * powers[2, mono_exp[k, 2]])
 
 
 @nb.njit(cache=True, nogil=True)
-def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, phase, mono_exp, mono_w, out):
+def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, phase, mono_exp, harm, out):
     """Add to ``out`` (N1, N2, N3//2 + 1, rows) complex the folded spectra of the real rows (k, n, lm).
 
     s_half (b1, b2, b3, n_basis) complex: S_k(G) for h = (0 … reach0, −reach1 … reach1, −reach2 … reach2);
     recip (3, 3): G = h @ recip (Å⁻¹); table (n_G, l_max + 1, n_radial): H_nl at |G| = i·table_step;
-    cuts (n_radial): |G| kept per radial function; l_of, phase (n_lm): l and 4π i^l / V per harmonic.
+    cuts (n_radial): |G| kept per radial function; l_of, phase (n_lm): l and 4π i^l / V per harmonic;
+    mono_exp, harm: the harmonics as monomials (:func:`_harmonics`).
     Row (k, n, lm) gets F = S_k(G)·phase[lm]·Y_lm(Ĝ)·H_nl(|G|) in the bin of G and conj F in that of −G,
     where those bins are stored (both on the planes k3 = 0 and k3 = N3/2).
     """
@@ -78,9 +80,9 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
                 if g > gmax:
                     continue
                 if g > 0:
-                    _harmonics(gx / g, gy / g, gz / g, mono_exp, mono_w, powers, ylm)
+                    _harmonics(gx / g, gy / g, gz / g, mono_exp, harm, powers, ylm)
                 else:
-                    _harmonics(0.0, 0.0, 0.0, mono_exp, mono_w, powers, ylm)
+                    _harmonics(0.0, 0.0, 0.0, mono_exp, harm, powers, ylm)
                 # cubic (4-point Lagrange) interpolation of the table at g
                 x = g / table_step
                 j = min(max(int(np.floor(x)), 1), n_g - 3)
@@ -115,15 +117,16 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
 
 
 @nb.njit(cache=True, nogil=True)
-def add_core(c, pos, weights, offsets, step, shape, mu, sigma, r_cut, core_a, mono_exp, mono_w, n_radial):
+def add_core(c, pos, weights, offsets, step, shape, n_core, sigma, r_cut, core_a, mono_exp, harm, n_radial):
     """c (rows, n_points) += Σ_j weights[j, k]·g_n(r)·(1 − s(r))·Y_lm(r̂) in row (k, n, lm), for the grid
     points within core_a of each atom (all images) and the first len(mu) radial functions.
 
     pos (atoms, 3): atom positions in grid units (fractional × shape); offsets (m, 3) int: grid steps
     around the atom's lower grid corner to try; step (3, 3): Cartesian step of one grid index per axis.
     """
-    n_core = mu.shape[0]
-    n_lm = mono_w.shape[1]
+    n_lm = (mono_exp.max() + 1) ** 2
+    delta = r_cut / (n_radial - 1)
+    fixed = np.exp(-((np.arange(n_core) * delta) ** 2) / (2 * sigma * sigma))
     n_basis = weights.shape[1]
     n_off = offsets.shape[0]
     ylm = np.empty(n_lm)
@@ -147,13 +150,16 @@ def add_core(c, pos, weights, offsets, step, shape, mu, sigma, r_cut, core_a, mo
             sw = t**4 * (35 + t * (-84 + t * (70 - 20 * t)))
             envelope = 0.5 * (np.cos(np.pi * r / r_cut) + 1) * (1 - sw)
             if r >= 1e-8:
-                _harmonics(dx / r, dy / r, dz / r, mono_exp, mono_w, powers, ylm)
+                _harmonics(dx / r, dy / r, dz / r, mono_exp, harm, powers, ylm)
             else:
-                _harmonics(0.0, 0.0, 0.0, mono_exp, mono_w, powers, ylm)
+                _harmonics(0.0, 0.0, 0.0, mono_exp, harm, powers, ylm)
+            gn = np.exp(-r * r / (2 * sigma * sigma)) * envelope
+            ratio = np.exp(r * delta / (sigma * sigma))
             for n in range(n_core):
-                gn = np.exp(-((r - mu[n]) ** 2) / (2 * sigma * sigma)) * envelope
+                if n:
+                    gn *= ratio
                 for lm in range(n_lm):
-                    vals[n * n_lm + lm, m] = gn * ylm[lm]
+                    vals[n * n_lm + lm, m] = gn * fixed[n] * ylm[lm]
             point[m] = ((int(b0 + offsets[q, 0]) % n1) * n2 + (int(b1 + offsets[q, 1]) % n2)) * n3 \
                 + int(b2 + offsets[q, 2]) % n3
             m += 1

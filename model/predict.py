@@ -22,8 +22,9 @@ from elfscreen.model.volumetric import ElfGrid
 
 DEFAULT_SPACING_A = 0.1
 # grid points per reciprocal vector kept above which the FFT path beats the direct one (measured, one CPU
-# thread: even at ≈0.29 (0.1 Å), 0.85–1.06× at 0.1 Å; CUDA (H200): 4.4× at 0.28, 9.4× on a 1.3M-point grid)
-GRID_PATH_MIN_RATIO = {"cpu": 0.5, "cuda": 0.1}
+# thread, compiled kernels: even at ≈0.01 (0.3 Å), 1.4–1.5× at 0.2 Å (≈0.037), 1.5–1.9× at 0.15 Å;
+# CUDA (H200, torch path): 4.4× at 0.28, 9.4× on a 1.3M-point grid)
+GRID_PATH_MIN_RATIO = {"cpu": 0.02, "cuda": 0.1}
 GRID_PATH_MAX_MB = 1024.0  # largest coefficient array the FFT path may hold; larger grids go direct
 
 
@@ -131,7 +132,7 @@ def predict_grids(structures: Sequence[Structure], model: ElfModel,
 def use_grid_path(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams,
                   device: str | torch.device = "cpu") -> bool:
     """The FFT path (``descriptor_grid``) when the grid is fine enough for it to be faster on ``device``
-    (CPU: spacings ≲ 0.08 Å; CUDA: ≲ 0.15 Å; see GRID_PATH_MIN_RATIO) and its coefficients fit in
+    (CPU: spacings ≲ 0.25 Å; CUDA: ≲ 0.15 Å; see GRID_PATH_MIN_RATIO) and its coefficients fit in
     GRID_PATH_MAX_MB; else the direct method."""
     ratio = GRID_PATH_MIN_RATIO["cuda" if torch.device(device).type == "cuda" else "cpu"]
     return (math.prod(shape) >= ratio * reciprocal_count(structure)

@@ -156,7 +156,7 @@ def test_checkpoint_names_its_descriptor_and_prediction_runs(tmp_path):
     with pytest.raises(CheckpointError):
         ElfModel.load(ElfModel.untrained().save(tmp_path / "paper.pt"), HYDRIDE_V1)
     structure = CELLS["hydride"]()
-    fine, coarse = shape_for(structure, 0.06), shape_for(structure, 0.2)
+    fine, coarse = shape_for(structure, 0.06), shape_for(structure, 0.4)
     assert use_grid_path(structure, fine, HYDRIDE_V1) and not use_grid_path(structure, coarse, HYDRIDE_V1)
     assert use_grid_path(structure, shape_for(structure, 0.1), HYDRIDE_V1, "cuda")
     pred = predict_grid(structure, loaded, shape=fine)  # FFT path
