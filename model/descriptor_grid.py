@@ -332,22 +332,22 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
     del pair, third
     mono_exp = np.array(_monomials(params.l_max), dtype=np.int64)
     mono_w = _harmonics_from_monomials(params.l_max)
-    harm = np.array([(k, lm, mono_w[k, lm]) for k, lm in zip(*np.nonzero(np.abs(mono_w) > 1e-12))])
+    harm_at = np.argwhere(np.abs(mono_w) > 1e-12)  # (monomial, harmonic) of the non-zero entries
+    harm_w = mono_w[harm_at[:, 0], harm_at[:, 1]]
     l_of = np.array([l for l in range(params.l_max + 1) for _ in range(2 * l + 1)], dtype=np.int64)
     phase = np.array([(1j) ** l * 4 * math.pi / volume for l in l_of], dtype=np.complex128)
-    spectrum = np.zeros((*shape[:2], shape[2] // 2 + 1, rows), dtype=np.complex128 if real == np.float64
+    spectrum = np.zeros((rows, *shape[:2], shape[2] // 2 + 1), dtype=np.complex128 if real == np.float64
                         else np.complex64)
     kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64), _hankel_table(params, core_a, g_cut),
-                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, harm, spectrum)
+                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, harm_at, harm_w, spectrum)
     del s_half
-    spectrum = torch.from_numpy(spectrum).permute(3, 0, 1, 2).contiguous().numpy()  # rows first: contiguous FFTs
     # scipy's real inverse FFT (pocketfft), ~2× torch's irfftn here; workers=1: one thread, as torch is told
     c = scipy.fft.irfftn(spectrum, s=shape, axes=(1, 2, 3), norm="forward", workers=1,
                          overwrite_x=True).reshape(rows, n_points)
     del spectrum
     step, off = _core_offsets(lattice, shape, core_a)
     kernel.add_core(c, sites * np.array(shape), basis, off.astype(np.int64), step, np.array(shape, dtype=np.int64),
-                    core_count(params), params.sigma, params.r_cut_a, core_a, mono_exp, harm, n)
+                    core_count(params), params.sigma, params.r_cut_a, core_a, mono_exp, harm_at, harm_w, n)
     return c, field, scale
 
 

@@ -2,10 +2,10 @@
 what they compute; its torch path does the same on other devices and is tested against these).
 
 The spectra are built from the half-space of reciprocal vectors (F(−G) = conj F(G) for a real field)
-into the stored half of a real-to-complex spectrum (last axis 0 … N3//2), point-major: the ``rows`` values
-of one frequency (basis field, n, lm) are contiguous, so each reciprocal vector writes one contiguous run.
-The coefficients after the inverse FFT are row-major (rows, N1·N2·N3), and the core walks each atom's
-neighbourhood row by row.
+into the stored half of a real-to-complex spectrum (last axis 0 … N3//2), row-major (rows (basis field,
+n, lm), N1, N2, N3//2 + 1): a line of reciprocal vectors along h3 is written row by row, as consecutive
+bins. The coefficients after the inverse FFT are row-major too (rows, N1·N2·N3), and the core walks each
+atom's neighbourhood row by row.
 Compiled once per machine (``cache=True``, the per-user cache as for the sweep kernel).
 """
 from __future__ import annotations
@@ -24,44 +24,48 @@ if nb.config.CACHE_DIR != os.environ["NUMBA_CACHE_DIR"]:  # numba was imported b
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _harmonics(ux, uy, uz, mono_exp, harm, powers, out):
+def _harmonics(ux, uy, uz, mono_exp, harm_at, harm_w, powers, out):
     """out[lm] = Σ mono_w[k, lm]·ux^a uy^b uz^c (exponents mono_exp[k]) over the non-zero entries of mono_w,
-    harm (n_nonzero, 3) = (k, lm, value): the real harmonics of a unit vector
+    harm_at (n_nonzero, 2) = (k, lm), harm_w their values: the real harmonics of a unit vector
     (``model.descriptor._harmonics_from_monomials``); the zero vector gives l = 0 only. powers: (3, l_max + 1)."""
-    for e in range(powers.shape[1]):
-        if e == 0:
-            powers[0, 0], powers[1, 0], powers[2, 0] = 1.0, 1.0, 1.0
-        else:
-            powers[0, e] = powers[0, e - 1] * ux
-            powers[1, e] = powers[1, e - 1] * uy
-            powers[2, e] = powers[2, e - 1] * uz
-    out[:] = 0.0
-    for q in range(harm.shape[0]):
-        k = int(harm[q, 0])
-        out[int(harm[q, 1])] += harm[q, 2] * (powers[0, mono_exp[k, 0]] * powers[1, mono_exp[k, 1]]
-                                              * powers[2, mono_exp[k, 2]])
+    powers[0, 0], powers[1, 0], powers[2, 0] = 1.0, 1.0, 1.0
+    for e in range(1, powers.shape[1]):
+        powers[0, e] = powers[0, e - 1] * ux
+        powers[1, e] = powers[1, e - 1] * uy
+        powers[2, e] = powers[2, e - 1] * uz
+    for lm in range(out.shape[0]):
+        out[lm] = 0.0
+    for q in range(harm_w.shape[0]):
+        k = harm_at[q, 0]
+        out[harm_at[q, 1]] += harm_w[q] * (powers[0, mono_exp[k, 0]] * powers[1, mono_exp[k, 1]]
+                                           * powers[2, mono_exp[k, 2]])
 
 
 @nb.njit(cache=True, nogil=True)
-def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, phase, mono_exp, harm, out):
-    """Add to ``out`` (N1, N2, N3//2 + 1, rows) complex the folded spectra of the real rows (k, n, lm).
+def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, phase, mono_exp, harm_at, harm_w, out):
+    """Add to ``out`` (rows, N1, N2, N3//2 + 1) complex the folded spectra of the real rows (k, n, lm).
 
     s_half (b1, b2, b3, n_basis) complex: S_k(G) for h = (0 … reach0, −reach1 … reach1, −reach2 … reach2);
     recip (3, 3): G = h @ recip (Å⁻¹); table (n_G, l_max + 1, n_radial): H_nl at |G| = i·table_step;
     cuts (n_radial): |G| kept per radial function; l_of, phase (n_lm): l and 4π i^l / V per harmonic;
-    mono_exp, harm: the harmonics as monomials (:func:`_harmonics`).
+    mono_exp, harm_at, harm_w: the harmonics as monomials (:func:`_harmonics`).
     Row (k, n, lm) gets F = S_k(G)·phase[lm]·Y_lm(Ĝ)·H_nl(|G|) in the bin of G and conj F in that of −G,
-    where those bins are stored (both on the planes k3 = 0 and k3 = N3/2).
+    where those bins are stored (both on the planes k3 = 0 and k3 = N3/2). The vectors of one line of h3
+    are computed first, then written row by row: consecutive h3 fall on consecutive bins of a row.
     """
     n_radial = table.shape[2]
     n_lm = l_of.shape[0]
     n_basis = s_half.shape[3]
+    rows = out.shape[0]
     n_g = table.shape[0]
     gmax = cuts.max()
     ylm = np.empty(n_lm)
     powers = np.empty((3, l_of.max() + 1))
     hval = np.zeros((l_of.max() + 1, n_radial))
     amp = np.empty((n_basis, n_lm), dtype=np.complex128)
+    line = np.zeros((rows, s_half.shape[2]), dtype=out.dtype)
+    plus_at = np.empty(s_half.shape[2], dtype=np.int64)
+    minus_at = np.empty(s_half.shape[2], dtype=np.int64)
     n1, n2, n3 = shape[0], shape[1], shape[2]
     stored = n3 // 2
     for i0 in range(reach[0] + 1):
@@ -69,6 +73,7 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
             h1 = i1 - reach[1]
             if i0 == 0 and h1 < 0:
                 continue
+            count = 0
             for i2 in range(2 * reach[2] + 1):
                 h2 = i2 - reach[2]
                 if i0 == 0 and h1 == 0 and h2 < 0:
@@ -80,9 +85,9 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
                 if g > gmax:
                     continue
                 if g > 0:
-                    _harmonics(gx / g, gy / g, gz / g, mono_exp, harm, powers, ylm)
+                    _harmonics(gx / g, gy / g, gz / g, mono_exp, harm_at, harm_w, powers, ylm)
                 else:
-                    _harmonics(0.0, 0.0, 0.0, mono_exp, harm, powers, ylm)
+                    _harmonics(0.0, 0.0, 0.0, mono_exp, harm_at, harm_w, powers, ylm)
                 # cubic (4-point Lagrange) interpolation of the table at g
                 x = g / table_step
                 j = min(max(int(np.floor(x)), 1), n_g - 3)
@@ -93,46 +98,57 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
                 w3 = (t + 1) * t * (t - 1) / 6
                 for n in range(n_radial):
                     for l in range(hval.shape[0]):
-                        hval[l, n] = (w0 * table[j - 1, l, n] + w1 * table[j, l, n]
-                                      + w2 * table[j + 1, l, n] + w3 * table[j + 2, l, n])
+                        hval[l, n] = 0.0
+                        if g <= cuts[n]:
+                            hval[l, n] = (w0 * table[j - 1, l, n] + w1 * table[j, l, n]
+                                          + w2 * table[j + 1, l, n] + w3 * table[j + 2, l, n])
                 for k in range(n_basis):
                     s = complex(s_half[i0, i1, i2, k])
                     for lm in range(n_lm):
                         amp[k, lm] = s * phase[lm] * ylm[lm]
-                b0, b1, b2 = i0 % n1, h1 % n2, h2 % n3
-                m0, m1, m2 = (-i0) % n1, (-h1) % n2, (-h2) % n3
-                plus = b2 <= stored
-                minus = g > 0 and m2 <= stored
                 for k in range(n_basis):
                     for n in range(n_radial):
-                        if g > cuts[n]:
-                            continue
                         row = (k * n_radial + n) * n_lm
                         for lm in range(n_lm):
-                            v = amp[k, lm] * hval[l_of[lm], n]
-                            if plus:
-                                out[b0, b1, b2, row + lm] += v
-                            if minus:
-                                out[m0, m1, m2, row + lm] += v.conjugate()
+                            line[row + lm, count] = amp[k, lm] * hval[l_of[lm], n]
+                b2, m2 = h2 % n3, (-h2) % n3
+                plus_at[count] = b2 if b2 <= stored else -1
+                minus_at[count] = m2 if g > 0 and m2 <= stored else -1
+                count += 1
+            b0, b1 = i0 % n1, h1 % n2
+            m0, m1 = (-i0) % n1, (-h1) % n2
+            for row in range(rows):
+                for q in range(count):
+                    if plus_at[q] >= 0:
+                        out[row, b0, b1, plus_at[q]] += line[row, q]
+                    if minus_at[q] >= 0:
+                        out[row, m0, m1, minus_at[q]] += line[row, q].conjugate()
 
 
-@nb.njit(cache=True, nogil=True)
-def add_core(c, pos, weights, offsets, step, shape, n_core, sigma, r_cut, core_a, mono_exp, harm, n_radial):
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def add_core(c, pos, weights, offsets, step, shape, n_core, sigma, r_cut, core_a, mono_exp, harm_at, harm_w,
+             n_radial):
     """c (rows, n_points) += Σ_j weights[j, k]·g_n(r)·(1 − s(r))·Y_lm(r̂) in row (k, n, lm), for the grid
-    points within core_a of each atom (all images) and the first len(mu) radial functions.
+    points within core_a of each atom (all images) and the first n_core radial functions (centres
+    μ_n = n·r_cut / (n_radial − 1): g_n = e^{−r²/2σ²}·(e^{rΔ/σ²})ⁿ·e^{−n²Δ²/2σ²}, two exponentials a point).
 
     pos (atoms, 3): atom positions in grid units (fractional × shape); offsets (m, 3) int: grid steps
     around the atom's lower grid corner to try; step (3, 3): Cartesian step of one grid index per axis.
+    The points of an atom are gathered in blocks; each block's values are computed term by term over the
+    block (loops the compiler vectorizes) and added row by row while they are in cache.
     """
-    n_lm = (mono_exp.max() + 1) ** 2
+    l_max = mono_exp.max()
+    n_lm = (l_max + 1) ** 2
     delta = r_cut / (n_radial - 1)
     fixed = np.exp(-((np.arange(n_core) * delta) ** 2) / (2 * sigma * sigma))
-    n_basis = weights.shape[1]
     n_off = offsets.shape[0]
-    ylm = np.empty(n_lm)
-    powers = np.empty((3, mono_exp.max() + 1))
-    vals = np.empty((n_core * n_lm, n_off))
-    point = np.empty(n_off, dtype=np.int64)
+    block = 256
+    unit = np.empty((3, block))
+    radius = np.empty(block)
+    powers = np.empty((3, l_max + 1, block))
+    ylm = np.empty((n_lm, block))
+    radial = np.empty((n_core, block))
+    point = np.empty(block, dtype=np.int64)
     n1, n2, n3 = shape[0], shape[1], shape[2]
     for j in range(pos.shape[0]):
         b0, b1, b2 = np.floor(pos[j, 0]), np.floor(pos[j, 1]), np.floor(pos[j, 2])
@@ -144,32 +160,47 @@ def add_core(c, pos, weights, offsets, step, shape, n_core, sigma, r_cut, core_a
             dy = e0 * step[0, 1] + e1 * step[1, 1] + e2 * step[2, 1]
             dz = e0 * step[0, 2] + e1 * step[1, 2] + e2 * step[2, 2]
             r = np.sqrt(dx * dx + dy * dy + dz * dz)
-            if r >= core_a:
-                continue
-            t = (r / core_a) ** 2
-            sw = t**4 * (35 + t * (-84 + t * (70 - 20 * t)))
-            envelope = 0.5 * (np.cos(np.pi * r / r_cut) + 1) * (1 - sw)
-            if r >= 1e-8:
-                _harmonics(dx / r, dy / r, dz / r, mono_exp, harm, powers, ylm)
-            else:
-                _harmonics(0.0, 0.0, 0.0, mono_exp, harm, powers, ylm)
-            gn = np.exp(-r * r / (2 * sigma * sigma)) * envelope
-            ratio = np.exp(r * delta / (sigma * sigma))
-            for n in range(n_core):
-                if n:
-                    gn *= ratio
+            if r < core_a:
+                inv = 1.0 / r if r >= 1e-8 else 0.0  # an atom on the point: l = 0 only
+                unit[0, m], unit[1, m], unit[2, m] = dx * inv, dy * inv, dz * inv
+                radius[m] = r
+                point[m] = ((int(b0 + offsets[q, 0]) % n1) * n2 + (int(b1 + offsets[q, 1]) % n2)) * n3 \
+                    + int(b2 + offsets[q, 2]) % n3
+                m += 1
+            if m == block or (q == n_off - 1 and m > 0):
+                for i in range(m):
+                    r = radius[i]
+                    t = (r / core_a) ** 2
+                    sw = t * t * t * t * (35 + t * (-84 + t * (70 - 20 * t)))
+                    radial[0, i] = np.exp(-r * r / (2 * sigma * sigma)) * 0.5 * (np.cos(np.pi * r / r_cut) + 1) * (1 - sw)
+                for i in range(m):
+                    ratio = np.exp(radius[i] * delta / (sigma * sigma))
+                    for n in range(1, n_core):
+                        radial[n, i] = radial[n - 1, i] * ratio
+                for n in range(n_core):
+                    for i in range(m):
+                        radial[n, i] *= fixed[n]
+                for a in range(3):
+                    for i in range(m):
+                        powers[a, 0, i] = 1.0
+                    for e in range(1, l_max + 1):
+                        for i in range(m):
+                            powers[a, e, i] = powers[a, e - 1, i] * unit[a, i]
                 for lm in range(n_lm):
-                    vals[n * n_lm + lm, m] = gn * fixed[n] * ylm[lm]
-            point[m] = ((int(b0 + offsets[q, 0]) % n1) * n2 + (int(b1 + offsets[q, 1]) % n2)) * n3 \
-                + int(b2 + offsets[q, 2]) % n3
-            m += 1
-        for k in range(n_basis):
-            w = weights[j, k]
-            if w == 0:
-                continue
-            for n in range(n_core):
-                for lm in range(n_lm):
-                    row = (k * n_radial + n) * n_lm + lm
-                    src = n * n_lm + lm
-                    for q in range(m):
-                        c[row, point[q]] += w * vals[src, q]
+                    for i in range(m):
+                        ylm[lm, i] = 0.0
+                for h in range(harm_w.shape[0]):
+                    k, lm, w = harm_at[h, 0], harm_at[h, 1], harm_w[h]
+                    ea, eb, ec = mono_exp[k, 0], mono_exp[k, 1], mono_exp[k, 2]
+                    for i in range(m):
+                        ylm[lm, i] += w * powers[0, ea, i] * powers[1, eb, i] * powers[2, ec, i]
+                for k in range(weights.shape[1]):
+                    w = weights[j, k]
+                    if w == 0:
+                        continue
+                    for n in range(n_core):
+                        for lm in range(n_lm):
+                            row = (k * n_radial + n) * n_lm + lm
+                            for i in range(m):
+                                c[row, point[i]] += w * radial[n, i] * ylm[lm, i]
+                m = 0
