@@ -34,7 +34,7 @@ def _add_result_options(p: argparse.ArgumentParser) -> None:
 
 def _add_grid_options(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--spacing", type=float, default=0.1, help="grid spacing in Å (default 0.1)")
+    g.add_argument("--spacing", type=float, help="grid spacing in Å (default 0.1)")
     g.add_argument("--grid", type=int, nargs=3, metavar=("N1", "N2", "N3"), help="predict on exactly this grid")
     p.add_argument("--model", help="ELF model checkpoint (default: the one shipped with elfscreen)")
     p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda when present)")
@@ -82,6 +82,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                         description="Screen structures: predicted ELF → topology → Tc, one JSON object per line.")
     sc.add_argument("structures", nargs="+", help="structure files")
     _add_grid_options(sc)
+    sc.add_argument("--adaptive", action="store_true",
+                    help="the answer of the fine grid (--spacing, default 0.05 Å with this flag, or --grid) from a "
+                         "grid twice as coarse, evaluating the model exactly only where the result depends on it")
     _add_result_options(sc)
 
     ds = sub.add_parser("dataset", help="DFT ELF datasets: generate them with Quantum ESPRESSO (resumable), summarise them, export the service's DFT-verified jobs")
@@ -180,6 +183,8 @@ def _grid_options(args) -> dict:
     if args.grid is not None:
         check_grid_shape(args.grid, "--grid")
         return {"shape": tuple(args.grid)}
+    if args.spacing is None:
+        args.spacing = 0.05 if getattr(args, "adaptive", False) else 0.1
     if not args.spacing > 0:  # also refuses nan
         raise InputError("--spacing", f"must be positive, got {args.spacing}")
     return {"spacing_a": args.spacing}
@@ -259,7 +264,7 @@ def _screen(args) -> int:
             structure = read_structure(path, args.format)
             timings = {"parse": time.perf_counter() - start}
             result = screen_structure(structure, name, model, device=args.device, timings_s=timings,
-                                      **_grid_for(structure, args), **options)
+                                      adaptive=args.adaptive, **_grid_for(structure, args), **options)
         except InputError as err:
             failed += 1
             print(f"{after_progress}elfscreen: error: {err}", file=sys.stderr)

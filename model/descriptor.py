@@ -243,13 +243,11 @@ def iter_describe(structure: Structure, frac_points: np.ndarray, params: Descrip
     points_t = torch.as_tensor(sorted_cart.T.copy(), dtype=dtype, device=dev)  # (3, n_points)
     neighbours_t = torch.as_tensor(neighbours, device=dev)
     counts_t = torch.as_tensor(counts, device=dev)
-    mu = torch.linspace(0.0, rc, params.n_radial, dtype=dtype, device=dev)[None, :, None]
     to_harmonics = torch.as_tensor(_harmonics_from_monomials(params.l_max), dtype=dtype, device=dev)
     n, n_ch = params.n_radial, params.n_channels
     if weights is not None:  # per image (image-major, as _images), a zero row for the padding atom
         weights_t = torch.as_tensor(np.vstack([np.tile(weights, (n_atoms // max(1, len(sites)), 1)),
                                                np.zeros((1, n_ch))]), dtype=dtype, device=dev)
-    zero = torch.zeros((), dtype=dtype, device=dev)
     bytes_per_point = (neighbours.shape[1] * (9 + 2 * n * n_ch + 2 * to_harmonics.shape[0] + n_ch)
                        * torch.finfo(dtype).bits // 8)
     step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // max(1, bytes_per_point))))
@@ -260,18 +258,31 @@ def iter_describe(structure: Structure, frac_points: np.ndarray, params: Descrip
         k = int(counts_t[groups].max())
         cand = neighbours_t.index_select(0, groups)[:, :k].reshape(-1)
         d = atoms_t.index_select(1, cand).view(3, p, k) - points_t[:, a:b, None]  # (3, p, K)
-        dx, dy, dz = d[0], d[1], d[2]
-        r = (dx * dx + dy * dy + dz * dz).sqrt()
-        cutoff = torch.where(r <= rc, torch.cos(r * (math.pi / rc)).mul_(0.5).add_(0.5), zero)
-        inv_r = torch.where(r >= 1e-8, r.reciprocal(), zero)  # an atom on the point: l = 0 only
-        # clamping keeps padding atoms out of exp()'s slow path; their cutoff weight is 0 anyway
-        radial = (r.clamp(max=rc)[:, None, :] - mu).square_().mul_(-0.5 / params.sigma**2).exp_().mul_(cutoff[:, None, :])
-        if weights is not None:  # (p, n_ch·n, K): channel a's radial functions times each atom's weight
-            w = weights_t.index_select(0, cand).view(p, k, n_ch).transpose(1, 2)
-            radial = (w[:, :, None, :] * radial[:, None, :, :]).reshape(p, n_ch * n, k)
-        mono = _monomial_planes(dx * inv_r, dy * inv_r, dz * inv_r, params.l_max)  # (p, n_mono, K)
-        c = torch.bmm(radial, mono.transpose(1, 2)) @ to_harmonics  # (p, n_ch·n, (l_max+1)²)
-        yield order[a:b], power_spectrum(c, params)
+        w = None if weights is None else weights_t.index_select(0, cand).view(p, k, n_ch).transpose(1, 2)
+        yield order[a:b], power_spectrum(coefficients(d, w, params, to_harmonics), params)
+
+
+def coefficients(d: torch.Tensor, w: torch.Tensor | None, params: DescriptorParams,
+                 to_harmonics: torch.Tensor) -> torch.Tensor:
+    """c_nlm (p, n_channels·n_radial, (l_max+1)²) from the displacements ``d`` (3, p, K) in Å from each
+    point to its K candidate atoms (atoms beyond r_cut contribute 0) and, for a species-aware
+    descriptor, the atoms' channel weights ``w`` (p, n_channels, K). Differentiable in ``d`` (no
+    in-place operation on a tensor autograd needs), so :mod:`elfscreen.model.adaptive` takes gradients
+    and Hessians of the ELF through it."""
+    rc, n = params.r_cut_a, params.n_radial
+    p, k = d.shape[1], d.shape[2]
+    zero = torch.zeros((), dtype=d.dtype, device=d.device)
+    mu = torch.linspace(0.0, rc, n, dtype=d.dtype, device=d.device)[None, :, None]
+    dx, dy, dz = d[0], d[1], d[2]
+    r = (dx * dx + dy * dy + dz * dz).sqrt()
+    cutoff = torch.where(r <= rc, 0.5 * torch.cos(r * (math.pi / rc)) + 0.5, zero)
+    inv_r = torch.where(r >= 1e-8, 1.0 / r.clamp(min=1e-8), zero)  # an atom on the point: l = 0 only
+    # clamping keeps padding atoms out of exp()'s slow path; their cutoff weight is 0 anyway
+    radial = ((r.clamp(max=rc)[:, None, :] - mu).square() * (-0.5 / params.sigma**2)).exp() * cutoff[:, None, :]
+    if w is not None:  # (p, n_ch·n, K): channel a's radial functions times each atom's weight
+        radial = (w[:, :, None, :] * radial[:, None, :, :]).reshape(p, w.shape[1] * n, k)
+    mono = _monomial_planes(dx * inv_r, dy * inv_r, dz * inv_r, params.l_max)  # (p, n_mono, K)
+    return torch.bmm(radial, mono.transpose(1, 2)) @ to_harmonics  # (p, n_ch·n, (l_max+1)²)
 
 
 def power_spectrum(c: torch.Tensor, params: DescriptorParams) -> torch.Tensor:

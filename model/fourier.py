@@ -25,7 +25,53 @@ class CriticalPoint:
     refined: bool
 
 
-class FourierField:
+class SmoothField:
+    """A smooth periodic field on a cell with ``lattice`` (3×3 rows, Å) and ``inv`` (its inverse) whose
+    subclasses give :meth:`gradient_hessian`; :meth:`refine` finds its critical points by Newton."""
+
+    lattice: np.ndarray
+    inv: np.ndarray
+
+    def gradient_hessian(self, frac: np.ndarray):
+        """Value (P,), Cartesian gradient (P, 3) per Å and Hessian (P, 3, 3) per Å² at fractional points."""
+        raise NotImplementedError
+
+    def refine(self, frac: np.ndarray, start_values: np.ndarray, n_negative: np.ndarray, max_shift_a: float,
+               max_iter: int = 40) -> list[CriticalPoint]:
+        """Newton on ∇f from each fractional start point (P, 3) to a stationary point.
+
+        A point counts as ``refined`` when Newton converged within ``max_shift_a`` Å of its start and
+        the Hessian has ``n_negative[p]`` negative eigenvalues (3: maximum, 2: bond saddle);
+        otherwise the start is kept with ``start_values[p]``.
+        """
+        start = np.atleast_2d(np.asarray(frac, dtype=float))
+        x = start.copy()
+        step_cap = 0.25 * max_shift_a
+        active = np.ones(len(x), dtype=bool)
+        for _ in range(max_iter):
+            if not active.any():
+                break
+            _, g, h = self.gradient_hessian(x[active])
+            dr = -np.linalg.solve(h + 1e-12 * np.eye(3), g[..., None])[..., 0]
+            norm = np.linalg.norm(dr, axis=1)
+            dr *= np.minimum(1.0, step_cap / np.maximum(norm, 1e-300))[:, None]
+            x[active] += dr @ self.inv
+            idx = np.flatnonzero(active)
+            active[idx[norm < 1e-7]] = False
+        value, g, h = self.gradient_hessian(x)
+        result = []
+        for p in range(len(x)):
+            eig = np.linalg.eigvalsh(h[p])
+            shift = np.linalg.norm(((x[p] - start[p] + 0.5) % 1.0 - 0.5) @ self.lattice)
+            ok = (not active[p]) and shift <= max_shift_a and int((eig < 0).sum()) == int(n_negative[p])
+            if ok:
+                result.append(CriticalPoint(x[p] % 1.0, float(value[p]), eig, True))
+            else:
+                result.append(CriticalPoint(start[p] % 1.0, float(start_values[p]), eig, False))
+        return result
+
+
+class FourierField(SmoothField):
     """Trigonometric interpolant of ``values`` (N1, N2, N3) on the cell ``lattice`` (3×3 rows, Å).
 
     f(x) = Σ_ijk values[i, j, k]·K1(x1, i)·K2(x2, j)·K3(x3, k), with K_a the periodic interpolation
@@ -85,37 +131,3 @@ class FourierField:
         g_cart = g @ self.inv.T
         h_cart = self.inv @ h @ self.inv.T
         return d[:, 0, 0, 0], g_cart, h_cart
-
-    def refine(self, frac: np.ndarray, start_values: np.ndarray, n_negative: np.ndarray, max_shift_a: float,
-               max_iter: int = 40) -> list[CriticalPoint]:
-        """Newton on ∇f from each fractional start point (P, 3) to a stationary point.
-
-        A point counts as ``refined`` when Newton converged within ``max_shift_a`` Å of its start and
-        the Hessian has ``n_negative[p]`` negative eigenvalues (3: maximum, 2: bond saddle);
-        otherwise the start is kept with ``start_values[p]``.
-        """
-        start = np.atleast_2d(np.asarray(frac, dtype=float))
-        x = start.copy()
-        step_cap = 0.25 * max_shift_a
-        active = np.ones(len(x), dtype=bool)
-        for _ in range(max_iter):
-            if not active.any():
-                break
-            _, g, h = self.gradient_hessian(x[active])
-            dr = -np.linalg.solve(h + 1e-12 * np.eye(3), g[..., None])[..., 0]
-            norm = np.linalg.norm(dr, axis=1)
-            dr *= np.minimum(1.0, step_cap / np.maximum(norm, 1e-300))[:, None]
-            x[active] += dr @ self.inv
-            idx = np.flatnonzero(active)
-            active[idx[norm < 1e-7]] = False
-        value, g, h = self.gradient_hessian(x)
-        result = []
-        for p in range(len(x)):
-            eig = np.linalg.eigvalsh(h[p])
-            shift = np.linalg.norm(((x[p] - start[p] + 0.5) % 1.0 - 0.5) @ self.lattice)
-            ok = (not active[p]) and shift <= max_shift_a and int((eig < 0).sum()) == int(n_negative[p])
-            if ok:
-                result.append(CriticalPoint(x[p] % 1.0, float(value[p]), eig, True))
-            else:
-                result.append(CriticalPoint(start[p] % 1.0, float(start_values[p]), eig, False))
-        return result

@@ -43,15 +43,17 @@ def examples() -> list[str]:
 def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_model: str = "belli2021",
                   refine: bool = True, min_persistence: float = 0.005, rescaled_qe: bool = False,
                   timings_s: dict[str, float] | None = None, warnings: list[str] = (),
-                  members: np.ndarray | None = None, model: ElfModel | None = None, device: str = "cpu") -> ScreeningResult:
+                  members: np.ndarray | None = None, model: ElfModel | None = None, device: str = "cpu",
+                  field=None) -> ScreeningResult:
     """Topology, Tc and provenance of an ELF grid (values must be ELF, in [0, 1]). ``members`` (M, N1, N2, N3):
-    the ensemble members' ELF when ``grid`` is their mean, for the uncertainty (:func:`member_spread`)."""
+    the ensemble members' ELF when ``grid`` is their mean, for the uncertainty (:func:`member_spread`).
+    ``field``: the continuous field events are refined on (default the grid's Fourier interpolant)."""
     lo, hi = float(grid.values.min()), float(grid.values.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise GridError(grid.name, f"values span {lo:.4g}…{hi:.4g}, outside [0, 1]: not an ELF (a CHGCAR or density?)")
     timings = dict(timings_s or {})
     start = time.perf_counter()
-    topo = analyze(grid, refine=refine, min_persistence=min_persistence)
+    topo = analyze(grid, refine=refine, min_persistence=min_persistence, field=field)
     timings["topology"] = time.perf_counter() - start
     tc = estimate_tc(topo.phi, topo.h_fraction, h_dos, tc_model, topo.phi_star)
     uncertainty = None
@@ -67,7 +69,7 @@ def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_
         warnings.append(f"grid spacing up to {max(spacing):.3f} Å is coarser than the recommended {COARSE_GRID_A} Å")
     timings["total"] = sum(timings.values())
     info = GridInfo(shape=list(grid.shape), spacing_a=[round(s, 6) for s in spacing], source=source, rescaled_qe=rescaled_qe)
-    options = {"connectivity": 6, "refine": refine, "interpolant": "fourier" if refine else None,
+    options = {"connectivity": 6, "refine": refine, "interpolant": (("fourier" if field is None else "model") if refine else None),
                "min_persistence": min_persistence, "attractor_radius_bohr": 0.7}
     return build_result(grid.name, grid.structure, topo, tc, info, timings, options, warnings, uncertainty=uncertainty,
                         model_version=None if model is None else model.model_version,
@@ -145,15 +147,53 @@ def forget_model() -> None:
 
 
 def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float | None = None,
-                     device: str | None = None, timings_s: dict | None = None, **options) -> ScreeningResult:
+                     device: str | None = None, timings_s: dict | None = None, adaptive: bool = False,
+                     **options) -> ScreeningResult:
     """Predict the ELF of ``structure`` and screen it: φ, φ*, Tc, ensemble uncertainty, provenance.
     ``spacing_a`` defaults to :data:`~elfscreen.model.predict.DEFAULT_SPACING_A`; ``options`` are those of
-    :func:`screen_prediction`."""
+    :func:`screen_prediction`. ``adaptive``: the answer of the grid ``shape`` or ``spacing_a`` (default
+    :data:`~elfscreen.model.adaptive.FINE_SPACING_A`) by :func:`screen_adaptive`."""
     from elfscreen.model.predict import DEFAULT_SPACING_A, predict_grid
 
     check_model_species(structure, model, name)  # before the costly part: a refused structure costs nothing
+    if adaptive:
+        return screen_adaptive(structure, name, model, shape=shape, spacing_a=spacing_a, device=device,
+                               timings_s=timings_s, **options)
     pred = predict_grid(structure, model, shape=shape, spacing_a=DEFAULT_SPACING_A if spacing_a is None else spacing_a, device=device, name=name)
     return screen_prediction(pred, model, timings_s=timings_s, **options)
+
+
+def screen_adaptive(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float | None = None,
+                    device: str | None = None, timings_s: dict | None = None, h_dos: float | None = None,
+                    tc_model: str = "belli2021", refine: bool = True, min_persistence: float = 0.005) -> ScreeningResult:
+    """The screening of the fine grid (``shape``, or ``spacing_a``, default 0.05 Å) by adaptive evaluation
+    (:mod:`~elfscreen.model.adaptive`): a grid twice as coarse, the model evaluated exactly where the
+    certificate needs it, events refined on the model's own ELF. The ensemble spread is read on the coarse
+    grid (its members at the coarse grid's critical points)."""
+    from elfscreen.model.adaptive import COARSE_RATIO, FINE_SPACING_A, ModelField, adaptive_grid
+    from elfscreen.model.predict import grid_shape
+
+    fine_shape = tuple(shape) if shape is not None else grid_shape(structure, spacing_a or FINE_SPACING_A)
+    coarse_spacing = COARSE_RATIO * max(a / n for a, n in zip(structure.lattice.abc, fine_shape))
+    ag = adaptive_grid(structure, model, coarse_spacing_a=coarse_spacing, fine_shape=fine_shape, device=device,
+                       name=name)
+    timings = {**(timings_s or {}), **{f"adaptive_{k}": v for k, v in ag.timings_s.items()}}
+    flags = domain_flags(structure, model.meta)
+    h_dos = h_dos_for(structure, h_dos, model.meta.get("hdos_model"))
+    result = grid_topology(ag.grid, source="predicted-adaptive", h_dos=h_dos, tc_model=tc_model, refine=refine,
+                           min_persistence=min_persistence, timings_s=timings,
+                           warnings=flags + ([] if ag.certified else ["adaptive evaluation not certified"]),
+                           model=model, device=ag.coarse.device, field=ModelField(structure, model) if refine else None)
+    uncertainty = None
+    if len(model.members) > 1:
+        uncertainty = member_spread(ag.coarse.grid, ag.coarse.members, ag.coarse_topology, h_dos=h_dos,
+                                    tc_model=tc_model, refine=refine)
+        uncertainty["method"] = "members at the coarse grid's critical points (adaptive)"
+    result.uncertainty = calibrate(uncertainty, model.meta.get("calibration"), flags,
+                                   tc_sensitivity(result.phi, result.h_fraction, h_dos, tc_model, result.phi_star),
+                                   result.h_dos.std)
+    result.provenance.topology["adaptive"] = ag.summary()
+    return result
 
 
 def screen_prediction(pred: Prediction, model: ElfModel, *, h_dos: float | None = None, tc_model: str = "belli2021",

@@ -109,10 +109,7 @@ def predict_grids(structures: Sequence[Structure], model: ElfModel,
         if not parts:
             break
         start = time.perf_counter()
-        with torch.no_grad():
-            feats = parts[0][2] if len(parts) == 1 else torch.cat([f for _, _, f in parts])
-            x = model.standardise(feats)
-            out = torch.stack([m.eval()(x) for m in model.members]).cpu().numpy()
+        out = member_outputs(model, parts[0][2] if len(parts) == 1 else torch.cat([f for _, _, f in parts]))
         at = 0
         for i, rows, _ in parts:
             members[i][:, rows] = out[:, at:at + len(rows)]
@@ -127,6 +124,13 @@ def predict_grids(structures: Sequence[Structure], model: ElfModel,
         grid = ElfGrid(structure, values.mean(axis=0).astype(np.float64), names[i])
         preds.append(Prediction(grid, values, str(dev), {"descriptor": t_desc[i], "network": t_net[i]}))
     return preds
+
+
+@torch.no_grad()
+def member_outputs(model: ElfModel, features: torch.Tensor) -> np.ndarray:
+    """Each member's ELF (M, p) at the rows of raw ``features`` (p, n_features), as float32."""
+    x = model.standardise(features)
+    return torch.stack([m.eval()(x) for m in model.members]).cpu().numpy()
 
 
 def use_grid_path(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams,

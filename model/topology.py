@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from elfscreen.model.fourier import FourierField
+from elfscreen.model.fourier import FourierField, SmoothField
 from elfscreen.model.sweep import EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR, sweep
 from elfscreen.model.volumetric import ElfGrid
 
@@ -126,11 +126,14 @@ def nearest_atoms(structure: Structure, frac: np.ndarray, n: int = 2) -> list[At
     return [Atom(int(nb.index), nb.specie.symbol, round(float(nb.nn_distance), 4)) for nb in found[:n]]
 
 
-def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.005) -> Topology:
+def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.005,
+            field: SmoothField | None = None) -> Topology:
     """Topology of the ELF on ``grid``: φ, φ_1d, φ_2d, φ*, bottlenecks and critical points.
 
     ``min_persistence`` (ELF units) hides maxima and saddles whose feature lives over a smaller
-    ELF range (grid noise); the sweep itself uses every voxel.
+    ELF range (grid noise); the sweep itself uses every voxel. ``field`` is the continuous field the
+    events are refined on: the grid's Fourier interpolant unless given (the model's own ELF,
+    :class:`~elfscreen.model.adaptive.ModelField`, for an adaptive grid).
     """
     s = grid.structure
     shape = grid.shape
@@ -147,7 +150,7 @@ def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.00
     cp_entries, counts = _critical_point_entries(flat, result, min_persistence)
     voxels = [int(result.events[e, 0]) for e in event_ids] + [v for _, v, _ in cp_entries]
     n_neg = [3 if kinds[e] == "birth" else 2 for e in event_ids] + [3 if k == "max" else 2 for k, _, _ in cp_entries]
-    points = _refine_voxels(grid, np.array(voxels, dtype=np.int64), np.array(n_neg), refine)
+    points = _refine_voxels(grid, np.array(voxels, dtype=np.int64), np.array(n_neg), refine, field=field)
 
     events: dict[int, Event | None] = dict.fromkeys((EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR))
     for n, e in enumerate(event_ids):
@@ -230,10 +233,10 @@ def values_at_events(grid: ElfGrid, topo: Topology, *, refine: bool = True) -> d
 
 
 def _refine_voxels(grid: ElfGrid, voxels: np.ndarray, n_negative: np.ndarray, refine: bool,
-                   starts: np.ndarray | None = None):
-    """(frac, value, refined) for each flat voxel index: the critical point of the Fourier interpolant
-    that Newton reaches from the voxel (or from ``starts``, fractional (P, 3), near it), or the voxel
-    itself when refinement is off or fails."""
+                   starts: np.ndarray | None = None, field: SmoothField | None = None):
+    """(frac, value, refined) for each flat voxel index: the critical point of ``field`` (default: the
+    grid's Fourier interpolant) that Newton reaches from the voxel (or from ``starts``, fractional
+    (P, 3), near it), or the voxel itself when refinement is off or fails."""
     shape = np.array(grid.shape)
     centres = np.array([np.unravel_index(v, grid.shape) for v in voxels]).reshape(-1, 3) / shape
     starts = centres if starts is None else np.asarray(starts, dtype=float).reshape(-1, 3)
@@ -242,7 +245,8 @@ def _refine_voxels(grid: ElfGrid, voxels: np.ndarray, n_negative: np.ndarray, re
         return [(f, float(v), False) for f, v in zip(centres, start_values)]
     lattice = grid.structure.lattice.matrix
     voxel_diag = float(np.linalg.norm(lattice / shape[:, None], axis=1).sum())
-    cps = FourierField(grid.values, lattice).refine(starts, start_values, n_negative, max_shift_a=voxel_diag)
+    field = FourierField(grid.values, lattice) if field is None else field
+    cps = field.refine(starts, start_values, n_negative, max_shift_a=voxel_diag)
     out = []
     for v, centre, cp in zip(voxels, centres, cps):
         ijk = np.array(np.unravel_index(v, grid.shape))
