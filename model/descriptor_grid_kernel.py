@@ -6,6 +6,9 @@ into the stored half of a real-to-complex spectrum (last axis 0 … N3//2), row-
 n, lm), N1, N2, N3//2 + 1): a line of reciprocal vectors along h3 is written row by row, as consecutive
 bins. The coefficients after the inverse FFT are row-major too (rows, N1·N2·N3), and the core walks each
 atom's neighbourhood row by row.
+Real harmonics are sums of monomials of the unit vector (``model.descriptor._harmonics_from_monomials``):
+Y_lm(u) = Σ harm_w[i]·u_x^a u_y^b u_z^c over the non-zero entries i, harm_at[i] = (monomial, lm), mono_exp
+the exponents (a, b, c) of each monomial; the zero vector gives l = 0 only.
 Compiled once per machine (``cache=True``, the per-user cache as for the sweep kernel).
 """
 from __future__ import annotations
@@ -23,49 +26,39 @@ if nb.config.CACHE_DIR != os.environ["NUMBA_CACHE_DIR"]:  # numba was imported b
     nb.core.config.reload_config()
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _harmonics(ux, uy, uz, mono_exp, harm_at, harm_w, powers, out):
-    """out[lm] = Σ mono_w[k, lm]·ux^a uy^b uz^c (exponents mono_exp[k]) over the non-zero entries of mono_w,
-    harm_at (n_nonzero, 2) = (k, lm), harm_w their values: the real harmonics of a unit vector
-    (``model.descriptor._harmonics_from_monomials``); the zero vector gives l = 0 only. powers: (3, l_max + 1)."""
-    powers[0, 0], powers[1, 0], powers[2, 0] = 1.0, 1.0, 1.0
-    for e in range(1, powers.shape[1]):
-        powers[0, e] = powers[0, e - 1] * ux
-        powers[1, e] = powers[1, e - 1] * uy
-        powers[2, e] = powers[2, e - 1] * uz
-    for lm in range(out.shape[0]):
-        out[lm] = 0.0
-    for q in range(harm_w.shape[0]):
-        k = harm_at[q, 0]
-        out[harm_at[q, 1]] += harm_w[q] * (powers[0, mono_exp[k, 0]] * powers[1, mono_exp[k, 1]]
-                                           * powers[2, mono_exp[k, 2]])
-
-
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, fastmath=True)
 def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, phase, mono_exp, harm_at, harm_w, out):
     """Add to ``out`` (rows, N1, N2, N3//2 + 1) complex the folded spectra of the real rows (k, n, lm).
 
     s_half (b1, b2, b3, n_basis) complex: S_k(G) for h = (0 … reach0, −reach1 … reach1, −reach2 … reach2);
     recip (3, 3): G = h @ recip (Å⁻¹); table (n_G, l_max + 1, n_radial): H_nl at |G| = i·table_step;
     cuts (n_radial): |G| kept per radial function; l_of, phase (n_lm): l and 4π i^l / V per harmonic;
-    mono_exp, harm_at, harm_w: the harmonics as monomials (:func:`_harmonics`).
+    mono_exp, harm_at, harm_w: the harmonics as monomials (below).
     Row (k, n, lm) gets F = S_k(G)·phase[lm]·Y_lm(Ĝ)·H_nl(|G|) in the bin of G and conj F in that of −G,
-    where those bins are stored (both on the planes k3 = 0 and k3 = N3/2). The vectors of one line of h3
-    are computed first, then written row by row: consecutive h3 fall on consecutive bins of a row.
+    where those bins are stored (both on the planes k3 = 0 and k3 = N3/2). A line of vectors along h3 is
+    computed term by term over the line (loops the compiler vectorizes), then written row by row:
+    consecutive h3 fall on consecutive bins of a row.
     """
     n_radial = table.shape[2]
     n_lm = l_of.shape[0]
+    l_max = l_of.max()
     n_basis = s_half.shape[3]
     rows = out.shape[0]
     n_g = table.shape[0]
+    width = s_half.shape[2]
     gmax = cuts.max()
-    ylm = np.empty(n_lm)
-    powers = np.empty((3, l_of.max() + 1))
-    hval = np.zeros((l_of.max() + 1, n_radial))
-    amp = np.empty((n_basis, n_lm), dtype=np.complex128)
-    line = np.zeros((rows, s_half.shape[2]), dtype=out.dtype)
-    plus_at = np.empty(s_half.shape[2], dtype=np.int64)
-    minus_at = np.empty(s_half.shape[2], dtype=np.int64)
+    at = np.empty(width, dtype=np.int64)  # i2 of the kept vectors of the line
+    gl = np.empty(width)
+    unit = np.empty((3, width))
+    powers = np.empty((3, l_max + 1, width))
+    ylm = np.empty((n_lm, width))
+    hval = np.empty((l_max + 1, n_radial, width))
+    amp = np.empty((n_lm, width), dtype=np.complex128)
+    line = np.empty((rows, width), dtype=out.dtype)
+    plus_q = np.empty(width, dtype=np.int64)  # vectors of the line whose bin (of G, of −G) is stored, and the bin
+    plus_at = np.empty(width, dtype=np.int64)
+    minus_q = np.empty(width, dtype=np.int64)
+    minus_at = np.empty(width, dtype=np.int64)
     n1, n2, n3 = shape[0], shape[1], shape[2]
     stored = n3 // 2
     for i0 in range(reach[0] + 1):
@@ -73,8 +66,8 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
             h1 = i1 - reach[1]
             if i0 == 0 and h1 < 0:
                 continue
-            count = 0
-            for i2 in range(2 * reach[2] + 1):
+            count = n_plus = n_minus = 0
+            for i2 in range(width):
                 h2 = i2 - reach[2]
                 if i0 == 0 and h1 == 0 and h2 < 0:
                     continue
@@ -84,45 +77,68 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
                 g = np.sqrt(gx * gx + gy * gy + gz * gz)
                 if g > gmax:
                     continue
-                if g > 0:
-                    _harmonics(gx / g, gy / g, gz / g, mono_exp, harm_at, harm_w, powers, ylm)
-                else:
-                    _harmonics(0.0, 0.0, 0.0, mono_exp, harm_at, harm_w, powers, ylm)
-                # cubic (4-point Lagrange) interpolation of the table at g
-                x = g / table_step
+                inv = 1.0 / g if g > 0 else 0.0  # G = 0: l = 0 only (H_l>0(0) = 0 anyway)
+                unit[0, count], unit[1, count], unit[2, count] = gx * inv, gy * inv, gz * inv
+                gl[count] = g
+                at[count] = i2
+                b2, m2 = h2 % n3, (-h2) % n3
+                if b2 <= stored:
+                    plus_q[n_plus], plus_at[n_plus] = count, b2
+                    n_plus += 1
+                if g > 0 and m2 <= stored:
+                    minus_q[n_minus], minus_at[n_minus] = count, m2
+                    n_minus += 1
+                count += 1
+            if count == 0:
+                continue
+            # the line's harmonics, term by term over its vectors
+            for a in range(3):
+                for q in range(count):
+                    powers[a, 0, q] = 1.0
+                for e in range(1, l_max + 1):
+                    for q in range(count):
+                        powers[a, e, q] = powers[a, e - 1, q] * unit[a, q]
+            for lm in range(n_lm):
+                for q in range(count):
+                    ylm[lm, q] = 0.0
+            for h in range(harm_w.shape[0]):
+                k, lm, w = harm_at[h, 0], harm_at[h, 1], harm_w[h]
+                ea, eb, ec = mono_exp[k, 0], mono_exp[k, 1], mono_exp[k, 2]
+                for q in range(count):
+                    ylm[lm, q] += w * powers[0, ea, q] * powers[1, eb, q] * powers[2, ec, q]
+            # cubic (4-point Lagrange) interpolation of the table, zero beyond each function's cut
+            for q in range(count):
+                x = gl[q] / table_step
                 j = min(max(int(np.floor(x)), 1), n_g - 3)
                 t = x - j
                 w0 = -t * (t - 1) * (t - 2) / 6
                 w1 = (t + 1) * (t - 1) * (t - 2) / 2
                 w2 = -(t + 1) * t * (t - 2) / 2
                 w3 = (t + 1) * t * (t - 1) / 6
-                for n in range(n_radial):
-                    for l in range(hval.shape[0]):
-                        hval[l, n] = 0.0
-                        if g <= cuts[n]:
-                            hval[l, n] = (w0 * table[j - 1, l, n] + w1 * table[j, l, n]
-                                          + w2 * table[j + 1, l, n] + w3 * table[j + 2, l, n])
-                for k in range(n_basis):
-                    s = complex(s_half[i0, i1, i2, k])
-                    for lm in range(n_lm):
-                        amp[k, lm] = s * phase[lm] * ylm[lm]
-                for k in range(n_basis):
+                for l in range(l_max + 1):
                     for n in range(n_radial):
-                        row = (k * n_radial + n) * n_lm
-                        for lm in range(n_lm):
-                            line[row + lm, count] = amp[k, lm] * hval[l_of[lm], n]
-                b2, m2 = h2 % n3, (-h2) % n3
-                plus_at[count] = b2 if b2 <= stored else -1
-                minus_at[count] = m2 if g > 0 and m2 <= stored else -1
-                count += 1
+                        v = 0.0
+                        if gl[q] <= cuts[n]:
+                            v = (w0 * table[j - 1, l, n] + w1 * table[j, l, n]
+                                 + w2 * table[j + 1, l, n] + w3 * table[j + 2, l, n])
+                        hval[l, n, q] = v
+            for k in range(n_basis):
+                for lm in range(n_lm):
+                    for q in range(count):
+                        amp[lm, q] = s_half[i0, i1, at[q], k] * phase[lm] * ylm[lm, q]
+                for n in range(n_radial):
+                    row = (k * n_radial + n) * n_lm
+                    for lm in range(n_lm):
+                        l = l_of[lm]
+                        for q in range(count):
+                            line[row + lm, q] = amp[lm, q] * hval[l, n, q]
             b0, b1 = i0 % n1, h1 % n2
             m0, m1 = (-i0) % n1, (-h1) % n2
             for row in range(rows):
-                for q in range(count):
-                    if plus_at[q] >= 0:
-                        out[row, b0, b1, plus_at[q]] += line[row, q]
-                    if minus_at[q] >= 0:
-                        out[row, m0, m1, minus_at[q]] += line[row, q].conjugate()
+                for i in range(n_plus):
+                    out[row, b0, b1, plus_at[i]] += line[row, plus_q[i]]
+                for i in range(n_minus):
+                    out[row, m0, m1, minus_at[i]] += line[row, minus_q[i]].conjugate()
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
