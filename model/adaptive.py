@@ -190,8 +190,10 @@ def _event_values(topo: Topology) -> list[float]:
 
 def adaptive_grid(structure: Structure, model: ElfModel, *, coarse_spacing_a: float = COARSE_SPACING_A,
                   fine_spacing_a: float = FINE_SPACING_A, fine_shape: tuple[int, int, int] | None = None,
-                  device: str | None = None, name: str = "<structure>", seed: int = 0) -> AdaptiveGrid:
-    """The hybrid fine grid of the module docstring, certified (or fully evaluated)."""
+                  device: str | None = None, name: str = "<structure>", seed: int = 0,
+                  max_uncertain: float = MAX_UNCERTAIN) -> AdaptiveGrid:
+    """The hybrid fine grid of the module docstring, certified (or fully evaluated when more than
+    ``max_uncertain`` of it would be). ``fine_shape`` overrides ``fine_spacing_a``."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     coarse = predict_grid(structure, model, spacing_a=coarse_spacing_a, device=device, name=name)
@@ -220,7 +222,7 @@ def adaptive_grid(structure: Structure, model: ElfModel, *, coarse_spacing_a: fl
         for level in levels:
             uncertain |= np.abs(approx - level) < margin
         todo = np.flatnonzero(uncertain & ~exact)
-        if fallback or (exact | uncertain).mean() > MAX_UNCERTAIN or rounds > MAX_ROUNDS:
+        if fallback or (exact | uncertain).mean() > max_uncertain or rounds > MAX_ROUNDS:
             todo, fallback = np.flatnonzero(~exact), True
         values[todo] = evaluate_points(structure, model, shape, todo, device)
         exact[todo] = True
