@@ -43,6 +43,9 @@ G_CUT = 60.0  # Å⁻¹: reciprocal vectors kept (measured: max error ≤ 1e-4 o
 CORE_THRESHOLD = 1e-6  # g_n(0) below which a radial function needs no core
 TABLE_REACH = 1.6  # the tables reach 1.6·G_CUT, for the tails that set the per-function cuts
 TABLE_STEP = 0.02  # Å⁻¹ between tabulated |G| of the Hankel transforms (cubic interpolation)
+# largest block of features per chunk: the power spectrum reads and writes its block once per m, so the
+# block must stay in cache (hydride-v1, La4H40: 16,384 points (36 MiB) 0.145 s, 8,192 points 0.042 s)
+FEATURE_BLOCK_MB = 16.0
 
 
 def _switch(r2_over_core2):
@@ -267,8 +270,9 @@ def iter_describe_grid(structure: Structure, shape: tuple[int, int, int], params
     else:
         c, field, scale = grid_coefficients(structure, shape, params, dev, dtype, max_chunk_mb), None, None
     rows, n_points = c.shape
-    step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // ((rows + 3 * params.n_features)
-                                                                 * torch.finfo(dtype).bits // 8))))
+    size = torch.finfo(dtype).bits // 8
+    step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // ((rows + 3 * params.n_features) * size)),
+                      int(FEATURE_BLOCK_MB * 2**20 // (params.n_features * size))))
     view = c.view(-1, params.n_radial, (params.l_max + 1) ** 2, n_points)
     for a in range(0, n_points, step):
         b = min(n_points, a + step)
