@@ -184,10 +184,6 @@ def evaluate_points(structure: Structure, model: ElfModel, shape: tuple[int, int
     return out
 
 
-def _event_values(topo: Topology) -> list[float]:
-    return [v for v in topo.thresholds_grid.values() if v is not None]
-
-
 def adaptive_grid(structure: Structure, model: ElfModel, *, coarse_spacing_a: float = COARSE_SPACING_A,
                   fine_spacing_a: float = FINE_SPACING_A, fine_shape: tuple[int, int, int] | None = None,
                   device: str | None = None, name: str = "<structure>", seed: int = 0,
