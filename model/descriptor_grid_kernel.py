@@ -53,7 +53,7 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
     powers = np.empty((3, l_max + 1, width))
     ylm = np.empty((n_lm, width))
     hval = np.empty((l_max + 1, n_radial, width))
-    amp = np.empty((n_lm, width), dtype=np.complex128)
+    amp = np.empty((n_lm, width), dtype=out.dtype)
     line = np.empty((rows, width), dtype=out.dtype)
     plus_q = np.empty(width, dtype=np.int64)  # vectors of the line whose bin (of G, of −G) is stored, and the bin
     plus_at = np.empty(width, dtype=np.int64)
@@ -91,6 +91,9 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
                 count += 1
             if count == 0:
                 continue
+            gmin = gl[0]
+            for q in range(1, count):
+                gmin = min(gmin, gl[q])  # radial functions cut below the line's smallest |G| are all zero on it
             # the line's harmonics, term by term over its vectors
             for a in range(3):
                 for q in range(count):
@@ -117,6 +120,8 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
                 w3 = (t + 1) * t * (t - 1) / 6
                 for l in range(l_max + 1):
                     for n in range(n_radial):
+                        if cuts[n] < gmin:
+                            continue
                         v = 0.0
                         if gl[q] <= cuts[n]:
                             v = (w0 * table[j - 1, l, n] + w1 * table[j, l, n]
@@ -127,6 +132,8 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
                     for q in range(count):
                         amp[lm, q] = s_half[i0, i1, at[q], k] * phase[lm] * ylm[lm, q]
                 for n in range(n_radial):
+                    if cuts[n] < gmin:
+                        continue
                     row = (k * n_radial + n) * n_lm
                     for lm in range(n_lm):
                         l = l_of[lm]
@@ -135,6 +142,8 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
             b0, b1 = i0 % n1, h1 % n2
             m0, m1 = (-i0) % n1, (-h1) % n2
             for row in range(rows):
+                if cuts[(row // n_lm) % n_radial] < gmin:
+                    continue
                 for i in range(n_plus):
                     out[row, b0, b1, plus_at[i]] += line[row, plus_q[i]]
                 for i in range(n_minus):
