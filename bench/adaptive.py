@@ -9,7 +9,8 @@ largest |adaptive − fine| and |coarse − fine| over the four values, and appe
 
 Cells: crystals of 16 and 20 atoms (data/crystal-test), a 32-atom MD snapshot of the dense fluid
 (data/fluid-md) and its 2×1×1 and 2×2×1 supercells of another snapshot (64, 128 atoms), a 35-atom
-random fluid mixture (data/fluid) and 64 H at random positions (bench/descriptor.py's fluid64).
+random fluid mixture (data/fluid), 64 H at random positions (bench/descriptor.py's fluid64) and the
+64-atom H block of ``--qe``.
 
     ELFSCREEN_THREADS=1 nice -n 10 python bench/adaptive.py                 # ~10 min on a loaded 2-core machine
     ELFSCREEN_THREADS=1 python bench/adaptive.py --cells crystal16,fluid32
@@ -51,6 +52,7 @@ def cells() -> dict:
         "fluid64": fluid64,
         "fluid-md64": lambda: entry("data/fluid-md/fluid-md-s0-000010.npz", [2, 1, 1]),
         "fluid-md128": lambda: entry("data/fluid-md/fluid-md-s0-000016.npz", [2, 2, 1]),
+        "h-block64": lambda: __import__("verify").h_block(4, 4, 4),
     }
 
 
@@ -82,11 +84,9 @@ def run_cell(name: str, structure, model) -> dict:
 
 
 def qe_row(model) -> dict:
-    from verify import h_block
-
     from elfscreen.model.verify import verify
 
-    structure = h_block(4, 4, 4)
+    structure = cells()["h-block64"]()
     t_d, default = screen(structure, "h64", model)
     t_a, adaptive = screen(structure, "h64", model, adaptive=True)
     start = time.perf_counter()
