@@ -19,9 +19,15 @@ left is the r_cut kink, whose tail beyond G_CUT is below 1e-4 of the largest fea
 vectors, as matrix products), per channel one product and fold over those vectors and one FFT of the
 grid, then the core; it does not grow with the number of neighbours, the direct method does.
 
+On the CPU the same sums run as compiled kernels (:func:`compiled_coefficients`,
+``model.descriptor_grid_kernel``): half the reciprocal vectors written to G and −G of a real-to-complex
+spectrum, one real inverse FFT per row, one density field per species where that is fewer than the
+channels (:func:`density_basis`); torch (:func:`grid_coefficients`) runs them on other devices.
+
 The whole grid's coefficients are held (n_channels·n_radial·(l_max+1)² float32 per point: 360 bytes for
-paper-v1), features are produced chunk by chunk; :func:`grid_memory_mb` gives the size, so callers can
-fall back to the direct method for grids too large to hold.
+paper-v1, and as much again for their spectra while the FFTs run), features are produced chunk by chunk;
+:func:`grid_memory_mb` gives the peak, so callers can fall back to the direct method for grids too large
+to hold.
 """
 from __future__ import annotations
 
