@@ -28,6 +28,7 @@ from pathlib import Path
 
 from elfscreen.model.dataset import load_entry
 from elfscreen.model.pipeline import load_model, screen_structure
+from elfscreen.model.threads import configure_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -103,6 +104,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench/results/adaptive.jsonl"))
     ap.add_argument("--qe", action="store_true", help="also the 64-atom cell against QE (minutes)")
     args = ap.parse_args()
+    configure_threads()  # $ELFSCREEN_THREADS or the cores this process may use, as the CLI does
     model = load_model()
     known = cells()
     out = Path(args.out)
