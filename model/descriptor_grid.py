@@ -356,14 +356,43 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
     kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64), _hankel_table(params, core_a, g_cut),
                         TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, harm_at, harm_w, spectrum)
     del s_half
-    # scipy's real inverse FFT (pocketfft), ~2× torch's irfftn here; workers=1: one thread, as torch is told
-    c = scipy.fft.irfftn(spectrum, s=shape, axes=(1, 2, 3), norm="forward", workers=1,
-                         overwrite_x=True).reshape(rows, n_points)
+    c = _inverse_fft(spectrum, shape, radial_cuts(params, core_a, g_cut), np.linalg.norm(lattice, axis=1),
+                     n_lm).reshape(rows, n_points)
     del spectrum
     step, off = _core_offsets(lattice, shape, core_a)
     kernel.add_core(c, sites * np.array(shape), basis, off.astype(np.int64), step, np.array(shape, dtype=np.int64),
                     core_count(params), params.sigma, params.r_cut_a, core_a, mono_exp, harm_at, harm_w, n)
     return c, field, scale
+
+
+def _inverse_fft(spectrum: np.ndarray, shape: tuple[int, int, int], cuts: np.ndarray, edges: np.ndarray,
+                 n_lm: int) -> np.ndarray:
+    """The real fields (rows, N1, N2, N3) of the stored-half spectra (rows, N1, N2, N3//2 + 1), rows in blocks
+    of n_lm per (field, radial function), by scipy's
+    pocketfft (~2× torch's irfftn here; workers=1: one thread, as torch is told), overwriting the spectra.
+
+    Pruned: row (b, n, lm) is non-zero only where |h_d| ≤ K_d = cut_n·|a_d| / 2π, so when 2K_d + 1 ≤ N_d
+    for d = 2, 3 (no bins wrapped) its axis-1 transforms run only on the lines with k2 ∈ [−K_2, K_2] and
+    k3 ≤ K_3, and its axis-2 transforms only on k3 ≤ K_3; the last (real) pass runs on every line. For
+    paper-v1 at 0.1 Å, 6 of 10 radial functions are cut at 18–22 Å⁻¹, below the grid's 31 Å⁻¹: measured
+    0.077 → 0.043 s for the 90 rows of H64."""
+    def inverse(view: np.ndarray, axes: tuple[int, ...]) -> None:
+        out = scipy.fft.ifftn(view, axes=axes, norm="forward", workers=1, overwrite_x=True)
+        if not np.may_share_memory(out, view):  # pocketfft works in place on a complex view; else copy back
+            view[...] = out
+
+    n_radial = len(cuts)
+    reach = np.floor(np.outer(cuts, edges[1:]) / (2 * np.pi) + 1e-9).astype(int)  # (n_radial, 2): K_2, K_3
+    for block in range(spectrum.shape[0] // n_lm):
+        rows = spectrum[block * n_lm:(block + 1) * n_lm]
+        k2, k3 = reach[block % n_radial]
+        if 2 * k2 + 1 <= shape[1] and 2 * k3 + 1 <= shape[2]:
+            for lines in (slice(0, k2 + 1), slice(shape[1] - k2, shape[1])):
+                inverse(rows[:, :, lines, :k3 + 1], (1,))
+            inverse(rows[:, :, :, :k3 + 1], (2,))
+        else:
+            inverse(rows, (1, 2))
+    return scipy.fft.irfft(spectrum, n=shape[2], axis=3, norm="forward", workers=1)
 
 
 def power_spectrum_channels(c: torch.Tensor, params: DescriptorParams, field: np.ndarray | None = None,
