@@ -121,6 +121,29 @@ def test_model_field_matches_the_grid_prediction(runs, model):
     assert np.abs(got - evaluate_points(structure, model, fine.shape, flat)).max() < 2e-4
 
 
+def test_model_field_species_aware_descriptor():
+    """hydride-v1 (three density channels, every atom): the differentiable path gives the values of
+    the streamed descriptor + network, and its gradient is the derivative of its values."""
+    from pymatgen.core import Lattice, Structure
+
+    from elfscreen.model.descriptor import HYDRIDE_V1
+    from elfscreen.model.network import ElfModel
+
+    structure = Structure.from_spacegroup("Im-3m", Lattice.cubic(3.073), ["S", "H"], [[0, 0, 0], [0.5, 0, 0]])
+    model = ElfModel.untrained(HYDRIDE_V1, n_members=2)
+    shape = (12, 12, 12)
+    flat = np.random.default_rng(2).choice(12**3, 60, replace=False)
+    frac = np.stack(np.unravel_index(flat, shape), axis=-1) / np.array(shape)
+    field = ModelField(structure, model)
+    assert np.abs(field.value(frac) - evaluate_points(structure, model, shape, flat)).max() < 2e-5
+    p = frac[:1] + 0.013
+    _, g, _ = field.gradient_hessian(p)
+    step = 1e-5
+    for axis in range(3):
+        de = (np.eye(3)[axis] * step) @ field.inv
+        assert (field.value(p + de) - field.value(p - de))[0] / (2 * step) == pytest.approx(g[0, axis], abs=1e-6)
+
+
 @pytest.mark.parametrize("cell", ["crystal-16", "fluid-32"])
 def test_bottleneck_is_a_bond_saddle_of_the_model(runs, model, cell):
     """φ's bottleneck found on the network: zero gradient, Hessian signature (3, −1) — two negative
