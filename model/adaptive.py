@@ -7,7 +7,7 @@ computed as follows (``docs/ADAPTIVE.md``):
 1. predict the coarse grid (``COARSE_SPACING_A``) and run the topology on it: the four event levels
    L (φ, φ_1D, φ_2D, φ*);
 2. Fourier-upsample it to the fine grid: the estimate f̃. The model is evaluated exactly at a random
-   sample of fine points, which gives a first bound e ≥ max |f − f̃|; the margin is m = 2·SAFETY·e;
+   sample of fine points, which gives a first estimate e of max |f − f̃|; the margin is m = 2·SAFETY·e;
 3. evaluate the model exactly at every fine voxel with |f̃ − L| < m for some level L (the uncertain
    voxels); the others keep f̃. e grows to the largest |f − f̃| seen on any exactly evaluated voxel;
 4. sweep the hybrid grid. **Certificate**: each event's grid value v lies within m − SAFETY·e of a level
@@ -46,12 +46,14 @@ from elfscreen.model.topology import Topology, analyze
 from elfscreen.model.volumetric import ElfGrid
 
 FINE_SPACING_A = 0.05
-COARSE_RATIO = 2.0  # coarse spacing / fine spacing (measured: 2 evaluates ~7 % of a fluid cell's fine grid, 3 ~23 %)
+COARSE_RATIO = 2.0  # coarse / fine spacing (measured: 2 evaluates 5–16 % of the fine grid, 3 ~23 % of a fluid's)
 COARSE_SPACING_A = COARSE_RATIO * FINE_SPACING_A
 SAFETY = 1.5  # the error bound on voxels never evaluated: SAFETY × the largest error seen
 MAX_UNCERTAIN = 0.3  # share of the fine grid above which the whole fine grid is evaluated
 SAMPLE_POINTS = 2000  # random fine points evaluated for the first error bound
-GRID_PATH_SHARE = 0.1  # (measured: FFT ≈ 7 µs per grid point, direct ≈ 80 µs per point) above this share of the fine grid, its descriptor is computed for the whole grid (FFT)
+# above this share of the fine grid, its descriptor is computed whole (FFT) rather than at the points (direct);
+# measured on one loaded core: FFT ≈ 7 µs per grid point, direct ≈ 80 µs per point
+GRID_PATH_SHARE = 0.1
 MAX_ROUNDS = 4
 NETWORK_ROWS = 16384  # rows per network call (a few thousand selected rows per call ran at half the speed)
 
