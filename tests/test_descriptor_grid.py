@@ -9,7 +9,7 @@ from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
 from elfscreen.model.descriptor import HYDRIDE_V1, PAPER_V1, atom_channels, describe
-from elfscreen.model.descriptor_grid import density_basis, describe_grid, iter_describe_grid
+from elfscreen.model.descriptor_grid import _inverse_fft, density_basis, describe_grid, iter_describe_grid
 from elfscreen.model.elements import UnsupportedElementError
 from elfscreen.model.errors import InputError
 from elfscreen.model.network import CheckpointError, ElfModel
@@ -163,3 +163,17 @@ def test_checkpoint_names_its_descriptor_and_prediction_runs(tmp_path):
     direct, _ = loaded.predict(torch.as_tensor(describe(structure, grid_points(fine), HYDRIDE_V1)))
     assert pred.grid.values.shape == fine and pred.members.shape == (2, *fine)
     assert np.abs(pred.grid.values.ravel() - direct.numpy()).max() < 1e-3
+
+
+def test_pruned_inverse_fft_equals_the_full_one():
+    # rows whose bins lie within |k2|, k3 ≤ K (K = cut·|a|/2π = cut here) are pruned; the last row is not
+    shape, cuts, edges = (12, 13, 14), np.array([3.0, 5.0, 30.0]), np.full(3, 2 * np.pi)
+    rng = np.random.default_rng(8)
+    spectrum = np.fft.rfftn(rng.standard_normal((3, *shape)), axes=(1, 2, 3))
+    k2 = np.abs(np.fft.fftfreq(shape[1], 1 / shape[1]))
+    k3 = np.arange(shape[2] // 2 + 1)
+    for row, cut in enumerate(cuts[:2]):
+        spectrum[row] *= ((k2[:, None] <= cut) & (k3[None, :] <= cut))[None]
+    expected = np.fft.irfftn(spectrum, s=shape, axes=(1, 2, 3), norm="forward")  # the sums, unscaled
+    ours = _inverse_fft(spectrum.copy(), shape, cuts, edges, n_lm=1)
+    assert np.abs(ours - expected).max() <= 1e-12 * np.abs(expected).max()
