@@ -354,7 +354,8 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
     spectrum = np.zeros((rows, *shape[:2], shape[2] // 2 + 1), dtype=np.complex128 if real == np.float64
                         else np.complex64)
     kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64), _hankel_table(params, core_a, g_cut),
-                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, harm_at, harm_w, spectrum)
+                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, harm_at, harm_w,
+                        spectrum)
     del s_half
     c = _inverse_fft(spectrum, shape, radial_cuts(params, core_a, g_cut), np.linalg.norm(lattice, axis=1),
                      n_lm).reshape(rows, n_points)

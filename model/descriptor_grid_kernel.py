@@ -197,7 +197,8 @@ def add_core(c, pos, weights, offsets, step, shape, n_core, sigma, r_cut, core_a
                     r = radius[i]
                     t = (r / core_a) ** 2
                     sw = t * t * t * t * (35 + t * (-84 + t * (70 - 20 * t)))
-                    radial[0, i] = np.exp(-r * r / (2 * sigma * sigma)) * 0.5 * (np.cos(np.pi * r / r_cut) + 1) * (1 - sw)
+                    envelope = 0.5 * (np.cos(np.pi * r / r_cut) + 1) * (1 - sw)
+                    radial[0, i] = np.exp(-r * r / (2 * sigma * sigma)) * envelope
                 for i in range(m):
                     ratio = np.exp(radius[i] * delta / (sigma * sigma))
                     for n in range(1, n_core):

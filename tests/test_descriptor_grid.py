@@ -89,7 +89,8 @@ def test_density_basis_rebuilds_the_channels():
     assert np.allclose(_channels(basis, field, scale), weights)
     _, weights = atom_channels(CELLS["fluid"](), HYDRIDE_V1)  # H only: one field, the metal channels zero
     basis, field, scale = density_basis(weights)
-    assert basis.shape == (28, 1) and list(field) == [0, -1, -1] and np.allclose(_channels(basis, field, scale), weights)
+    assert basis.shape == (28, 1) and list(field) == [0, -1, -1]
+    assert np.allclose(_channels(basis, field, scale), weights)
 
 
 def test_grid_chunks_cover_every_point_once_in_c_order():
