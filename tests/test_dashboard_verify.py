@@ -119,7 +119,9 @@ def test_slice_pair_is_the_ml_slice_and_the_dft_grid_on_one_plane(server, jobs):
     assert np.allclose(dft.structure.lattice.abc, np.linalg.norm(lattice, axis=1), atol=1e-3)
     plane = Plane(np.array(pair["origin"]), np.array(pair["u"]), np.array(pair["v"]), pair["plane"])
     expected = slice_values(dft.values, lattice, plane, pair["half_width_a"], pair["n"])
-    assert np.abs(np.array(pair["dft"]["values"]) - expected).max() < 2e-4  # rounding of the answer (4 digits)
+    # the answer rounds values to 4 digits (5e-5) and the lattice and plane to 1e-4 Å, which moves the sampled
+    # points by up to ~2e-4 Å where the ELF changes by up to ~2 per Å near the bonds
+    assert np.abs(np.array(pair["dft"]["values"]) - expected).max() < 5e-4
     assert np.abs(np.array(pair["dft"]["values"]) - np.array(pair["ml"]["values"])).max() > 0.01  # two fields
     unverified = httpx.get(f"{server}/v1/screenings/{jobs['H2_bcc.vasp']['id']}/slice-pair", timeout=30)
     assert unverified.status_code == 409 and unverified.json()["error"]["code"] == "not_verified"
