@@ -100,9 +100,15 @@ def finished(client, batch_id, timeout_s=150):
     return wait_for(lambda: client.get(f"/v1/batches/{batch_id}").json(), lambda b: b["finished"], timeout_s, 0.3)
 
 
-def submit(client, structs) -> dict:
+# The fault tests catch a batch mid-way (a job running, messages still in Redis): on a fine grid each job
+# takes a few tenths of a second, so those states last long enough to be seen (at OPTIONS' coarse spacing a
+# job takes ~20 ms and a batch of 6 can finish between two polls).
+FAULT_OPTIONS = {**OPTIONS, "spacing_a": 0.08}
+
+
+def submit(client, structs, options: dict = OPTIONS) -> dict:
     body = {"structures": [{"name": n, "format": "poscar", "content": s.to(fmt="poscar")} for n, s in structs.items()],
-            "options": OPTIONS}
+            "options": options}
     r = client.post("/v1/screenings", json=body)
     assert r.status_code == 202, r.text
     return r.json()
@@ -158,7 +164,7 @@ def test_worker_killed_mid_batch_every_job_finishes_once(checkpoint, pg_url, own
     second = None
     try:
         with api(own_redis.url, pg_url, queue) as client:
-            batch = submit(client, many_structures(6, seed=21))
+            batch = submit(client, many_structures(6, seed=21), FAULT_OPTIONS)
             # kill the worker while it runs a job, after it finished at least one
             mid = wait_for(lambda: client.get(f"/v1/batches/{batch['batch_id']}").json(),
                            lambda b: b["counts"]["done"] >= 1 and b["counts"]["running"] == 1, 150, 0.1)
@@ -179,7 +185,7 @@ def test_redis_restart_mid_batch_every_job_finishes_once(checkpoint, pg_url, own
     worker = Worker(own_redis.url, pg_url, queue, tmp_path / "w-restart.log")
     try:
         with api(own_redis.url, pg_url, queue) as client:
-            batch = submit(client, many_structures(6, seed=31))
+            batch = submit(client, many_structures(6, seed=31), FAULT_OPTIONS)
             mid = wait_for(lambda: client.get(f"/v1/batches/{batch['batch_id']}").json(),
                            lambda b: b["counts"]["done"] >= 1, 150, 0.1)
             assert mid["counts"]["queued"] >= 2, mid["counts"]  # messages that only Redis held
