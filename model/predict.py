@@ -26,6 +26,9 @@ DEFAULT_SPACING_A = 0.1
 # CUDA (H200, torch path): 4.4× at 0.28, 9.4× on a 1.3M-point grid)
 GRID_PATH_MIN_RATIO = {"cpu": 0.02, "cuda": 0.1}
 GRID_PATH_MAX_MB = 1024.0  # largest coefficient array the FFT path may hold; larger grids go direct
+# rows per network call on a CPU: a block's hidden activations stay in the cache (measured, CPU time of
+# 5 members on 65k rows, one thread: 0.62 s in blocks of 1–2k rows, 0.84 s of 16k, 1.2 s in one call)
+CPU_BLOCK_ROWS = 2048
 
 
 def grid_shape(structure: Structure, spacing_a: float = DEFAULT_SPACING_A) -> tuple[int, int, int]:
@@ -93,7 +96,7 @@ def predict_grids(structures: Sequence[Structure], model: ElfModel,
     n_members = len(model.members)
     members = [np.empty((n_members, math.prod(shape)), dtype=np.float32) for shape in sizes]
     # a suspended stream keeps its last chunk's working tensors: the memory cap is shared
-    streams = [_describe_stream(s, shape, model.descriptor, dev, max_chunk_mb / count)
+    streams = [describe_stream(s, shape, model.descriptor, dev, max_chunk_mb / count)
                for s, shape in zip(structures, sizes)]
     t_desc, t_net = [0.0] * count, [0.0] * count
     live = list(range(count))
@@ -127,10 +130,19 @@ def predict_grids(structures: Sequence[Structure], model: ElfModel,
 
 
 @torch.no_grad()
-def member_outputs(model: ElfModel, features: torch.Tensor) -> np.ndarray:
-    """Each member's ELF (M, p) at the rows of raw ``features`` (p, n_features), as float32."""
+def member_outputs(model: ElfModel, features: torch.Tensor, members: Sequence[int] | None = None) -> np.ndarray:
+    """Each member's ELF (M, p) at the rows of raw ``features`` (p, n_features), as float32; ``members``
+    picks some (indices), default all. On a CPU the rows go through in blocks of ``CPU_BLOCK_ROWS``."""
+    nets = model.members if members is None else [model.members[k] for k in members]
     x = model.standardise(features)
-    return torch.stack([m.eval()(x) for m in model.members]).cpu().numpy()
+    if x.device.type != "cpu":
+        return torch.stack([m.eval()(x) for m in nets]).cpu().numpy()
+    out = np.empty((len(nets), len(x)), dtype=np.float32)
+    for start in range(0, len(x), CPU_BLOCK_ROWS):
+        block = x[start:start + CPU_BLOCK_ROWS]
+        for k, m in enumerate(nets):
+            out[k, start:start + len(block)] = m.eval()(block).numpy()
+    return out
 
 
 def use_grid_path(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams,
@@ -143,8 +155,8 @@ def use_grid_path(structure: Structure, shape: tuple[int, int, int], params: Des
             and grid_memory_mb(shape, params) <= GRID_PATH_MAX_MB)
 
 
-def _describe_stream(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams,
-                     device: torch.device, max_chunk_mb: float):
+def describe_stream(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams,
+                    device: torch.device, max_chunk_mb: float = 256.0):
     """(indices, features) chunks over the grid's points in C order, by the faster of the two paths."""
     if use_grid_path(structure, shape, params, device):
         return iter_describe_grid(structure, shape, params, device, max_chunk_mb=max_chunk_mb)
