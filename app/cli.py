@@ -82,9 +82,13 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                         description="Screen structures: predicted ELF → topology → Tc, one JSON object per line.")
     sc.add_argument("structures", nargs="+", help="structure files")
     _add_grid_options(sc)
-    sc.add_argument("--adaptive", action="store_true",
-                    help="the answer of the fine grid (--spacing, default 0.05 Å with this flag, or --grid) from a "
-                         "grid twice as coarse, evaluating the model exactly only where the result depends on it")
+    how = sc.add_mutually_exclusive_group()
+    how.add_argument("--adaptive", action="store_true",
+                     help="the answer of the fine grid (--spacing, default 0.05 Å with this flag, or --grid) from a "
+                          "grid twice as coarse, evaluating the model exactly only where the result depends on it")
+    how.add_argument("--fast", action="store_true",
+                     help="one ensemble member on the grid (--spacing, default 0.12 Å with this flag, or --grid), all "
+                          "members only where the events depend on them, events on the model's own ELF")
     _add_result_options(sc)
 
     ds = sub.add_parser("dataset", help="DFT ELF datasets: generate them with Quantum ESPRESSO (resumable), summarise them, export the service's DFT-verified jobs")
@@ -183,6 +187,8 @@ def _grid_options(args) -> dict:
     if args.grid is not None:
         check_grid_shape(args.grid, "--grid")
         return {"shape": tuple(args.grid)}
+    if args.spacing is None and getattr(args, "fast", False):
+        return {}  # model.adaptive.FAST_SPACING_A, chosen by model.pipeline.screen_adaptive
     if args.spacing is None:
         args.spacing = 0.05 if getattr(args, "adaptive", False) else 0.1
     if not args.spacing > 0:  # also refuses nan
@@ -264,7 +270,7 @@ def _screen(args) -> int:
             structure = read_structure(path, args.format)
             timings = {"parse": time.perf_counter() - start}
             result = screen_structure(structure, name, model, device=args.device, timings_s=timings,
-                                      adaptive=args.adaptive, **_grid_for(structure, args), **options)
+                                      adaptive=args.adaptive, fast=args.fast, **_grid_for(structure, args), **options)
         except InputError as err:
             failed += 1
             print(f"{after_progress}elfscreen: error: {err}", file=sys.stderr)

@@ -148,45 +148,61 @@ def forget_model() -> None:
 
 def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float | None = None,
                      device: str | None = None, timings_s: dict | None = None, adaptive: bool = False,
-                     **options) -> ScreeningResult:
+                     fast: bool = False, **options) -> ScreeningResult:
     """Predict the ELF of ``structure`` and screen it: φ, φ*, Tc, ensemble uncertainty, provenance.
     ``spacing_a`` defaults to :data:`~elfscreen.model.predict.DEFAULT_SPACING_A`; ``options`` are those of
     :func:`screen_prediction`. ``adaptive``: the answer of the grid ``shape`` or ``spacing_a`` (default
-    :data:`~elfscreen.model.adaptive.FINE_SPACING_A`) by :func:`screen_adaptive`."""
+    :data:`~elfscreen.model.adaptive.FINE_SPACING_A`) from a twice coarser one; ``fast``: the events of
+    the grid ``shape`` or ``spacing_a`` (default ``FAST_SPACING_A``) with the whole ensemble only near them;
+    both by :func:`screen_adaptive`."""
     from elfscreen.model.predict import DEFAULT_SPACING_A, predict_grid
 
     check_model_species(structure, model, name)  # before the costly part: a refused structure costs nothing
-    if adaptive:
+    if adaptive and fast:
+        raise ValueError("choose one of adaptive and fast")
+    if adaptive or fast:
         return screen_adaptive(structure, name, model, shape=shape, spacing_a=spacing_a, device=device,
-                               timings_s=timings_s, **options)
+                               timings_s=timings_s, fast=fast, **options)
     pred = predict_grid(structure, model, shape=shape, spacing_a=DEFAULT_SPACING_A if spacing_a is None else spacing_a, device=device, name=name)
     return screen_prediction(pred, model, timings_s=timings_s, **options)
 
 
 def screen_adaptive(structure, name: str, model: ElfModel, *, shape=None, spacing_a: float | None = None,
                     device: str | None = None, timings_s: dict | None = None, h_dos: float | None = None,
-                    tc_model: str = "belli2021", refine: bool = True, min_persistence: float = 0.005) -> ScreeningResult:
-    """The screening of the fine grid (``shape``, or ``spacing_a``, default 0.05 Å) by adaptive evaluation
-    (:mod:`~elfscreen.model.adaptive`): a grid twice as coarse, the model evaluated exactly where the
-    certificate needs it, events refined on the model's own ELF. The ensemble spread is read on the coarse
-    grid (its members at the coarse grid's critical points)."""
-    from elfscreen.model.adaptive import COARSE_RATIO, FINE_SPACING_A, ModelField, adaptive_grid
+                    tc_model: str = "belli2021", refine: bool = True, min_persistence: float = 0.005,
+                    fast: bool = False) -> ScreeningResult:
+    """The screening of a grid by adaptive evaluation (:mod:`~elfscreen.model.adaptive`), events refined
+    on the model's own ELF. Default (``fast`` False): the fine grid (``shape``, or ``spacing_a``, default
+    0.05 Å) from a grid twice as coarse, the ensemble spread read on the coarse grid (its members at the
+    coarse grid's critical points). ``fast``: the grid (default ``FAST_SPACING_A``) with one member
+    everywhere and the whole ensemble where the certificate needs it; the spread from the members near
+    the events."""
+    from elfscreen.model.adaptive import (COARSE_RATIO, FAST_SPACING_A, FINE_SPACING_A, ModelField, adaptive_grid,
+                                          member_estimate_grid)
     from elfscreen.model.predict import grid_shape
 
-    fine_shape = tuple(shape) if shape is not None else grid_shape(structure, spacing_a or FINE_SPACING_A)
-    coarse_spacing = COARSE_RATIO * max(a / n for a, n in zip(structure.lattice.abc, fine_shape))
-    ag = adaptive_grid(structure, model, coarse_spacing_a=coarse_spacing, fine_shape=fine_shape, device=device,
-                       name=name)
+    default_spacing = FAST_SPACING_A if fast else FINE_SPACING_A
+    target = tuple(shape) if shape is not None else grid_shape(structure, spacing_a or default_spacing)
+    if fast:
+        ag = member_estimate_grid(structure, model, target, device=device, name=name)
+    else:
+        coarse_spacing = COARSE_RATIO * max(a / n for a, n in zip(structure.lattice.abc, target))
+        ag = adaptive_grid(structure, model, coarse_spacing_a=coarse_spacing, fine_shape=target, device=device,
+                           name=name)
     timings = {**(timings_s or {}), **{f"adaptive_{k}": v for k, v in ag.timings_s.items()}}
     flags = domain_flags(structure, model.meta)
     h_dos = h_dos_for(structure, h_dos, model.meta.get("hdos_model"))
-    result = grid_topology(ag.grid, source="predicted-adaptive", h_dos=h_dos, tc_model=tc_model, refine=refine,
-                           min_persistence=min_persistence, timings_s=timings,
+    spread_here = fast and len(model.members) > 1
+    result = grid_topology(ag.grid, source="predicted-fast" if fast else "predicted-adaptive", h_dos=h_dos,
+                           tc_model=tc_model, refine=refine, min_persistence=min_persistence, timings_s=timings,
                            warnings=flags + ([] if ag.certified else ["adaptive evaluation not certified"]),
-                           model=model, device=ag.coarse.device, field=ModelField(structure, model) if refine else None)
-    uncertainty = None
-    if len(model.members) > 1:
-        uncertainty = member_spread(ag.coarse.grid, ag.coarse.members, ag.coarse_topology, h_dos=h_dos,
+                           members=ag.estimate.members if spread_here else None, model=model,
+                           device=ag.estimate.device, field=ModelField(structure, model) if refine else None)
+    uncertainty = result.uncertainty
+    if spread_here:
+        uncertainty["method"] = "members at the mean's critical points (fast: members exact near the events)"
+    elif len(model.members) > 1:
+        uncertainty = member_spread(ag.estimate.grid, ag.estimate.members, ag.estimate_topology, h_dos=h_dos,
                                     tc_model=tc_model, refine=refine)
         uncertainty["method"] = "members at the coarse grid's critical points (adaptive)"
     result.uncertainty = calibrate(uncertainty, model.meta.get("calibration"), flags,

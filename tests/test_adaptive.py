@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from elfscreen.model.adaptive import COARSE_RATIO, ModelField, adaptive_grid, evaluate_points
+from elfscreen.model.adaptive import COARSE_RATIO, ModelField, adaptive_grid, evaluate_points, member_estimate_grid
 from elfscreen.model.dataset import load_entry
 from elfscreen.model.pipeline import load_model
 from elfscreen.model.predict import grid_shape, predict_grid
@@ -70,7 +70,8 @@ def test_adaptive_answer_is_the_fine_grid_answer(runs, cell):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_adaptive_equals_fine_grid_on_rattled_cells(model, seed):
     """Property: for random displacements (σ 0.1 Å) of a 16-atom crystal, the certified adaptive grid
-    has the full fine grid's four event values, and the refined values are within 0.003."""
+    has the full fine grid's four event values, and the refined values are within 0.003; ``--fast`` has
+    the 0.1 Å grid's events, and its refined values are within 0.003 of the fine grid's."""
     structure, _ = load_entry(ROOT / CELLS["crystal-16"])
     rng = np.random.default_rng(seed)
     structure = structure.copy()
@@ -84,6 +85,50 @@ def test_adaptive_equals_fine_grid_on_rattled_cells(model, seed):
     for key in KEYS:
         assert got.thresholds_grid[key] == pytest.approx(want.thresholds_grid[key], abs=2e-4), key
         assert abs(getattr(got, key) - getattr(want, key)) <= 0.003, key
+    # the same for --fast on the 0.1 Å grid: that grid's events, refined on the model
+    coarse = grid_shape(structure, 0.1)
+    fast = member_estimate_grid(structure, model, coarse, seed=seed)
+    assert fast.certified, fast.summary()
+    got = analyze(fast.grid, field=ModelField(structure, model))
+    whole = analyze(predict_grid(structure, model, shape=coarse).grid, refine=False)
+    for key in KEYS:
+        assert got.thresholds_grid[key] == pytest.approx(whole.thresholds_grid[key], abs=2e-6), key
+        assert abs(getattr(got, key) - getattr(want, key)) <= 0.003, key
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_fast_has_the_events_of_the_whole_ensemble_grid(runs, model, cell):
+    """``screen --fast``: one member everywhere, all members near the events. The hybrid grid's sweep
+    events are those of the whole-ensemble grid of the same shape, its exactly evaluated voxels are that
+    grid's values, and the events refined on the model are within 0.003 of the finer full grid's."""
+    structure, _, _, full_fine, _ = runs[cell]
+    shape = grid_shape(structure, 0.1)
+    ag = member_estimate_grid(structure, model, shape, name=cell)
+    whole = predict_grid(structure, model, shape=shape, name=cell).grid
+    assert ag.certified and not ag.fallback, ag.summary()
+    assert ag.exact_share < 0.75
+    diff = np.abs(ag.grid.values - whole.values)
+    assert diff[ag.exact].max() < 2e-6
+    assert diff[~ag.exact].max() <= 1.5 * ag.error + 1e-9
+    # the members' grids are exact where the mean is: the spread near the events is the whole ensemble's
+    members = predict_grid(structure, model, shape=shape).members
+    assert np.abs(ag.estimate.members - members)[:, ag.exact].max() < 2e-6
+    got = analyze(ag.grid, field=ModelField(structure, model))
+    want = analyze(whole, refine=False).thresholds_grid
+    for key in KEYS:
+        assert got.thresholds_grid[key] == pytest.approx(want[key], abs=2e-6), key
+        assert abs(getattr(got, key) - getattr(full_fine, key)) <= 0.003, (key, getattr(got, key), getattr(full_fine, key))
+
+
+def test_fast_falls_back_to_the_whole_grid_when_its_descriptor_is_too_large(model, monkeypatch):
+    import elfscreen.model.adaptive as adaptive
+
+    monkeypatch.setattr(adaptive, "FEATURE_CACHE_MB", 0.0)
+    structure, _ = load_entry(ROOT / CELLS["crystal-8"])
+    shape = grid_shape(structure, 0.1)
+    ag = member_estimate_grid(structure, model, shape)
+    assert ag.fallback and ag.exact.all()
+    assert np.abs(ag.grid.values - predict_grid(structure, model, shape=shape).grid.values).max() < 2e-6
 
 
 def test_an_underestimated_first_bound_is_caught_by_the_certificate(model, monkeypatch):
@@ -188,3 +233,22 @@ def test_cli_screen_adaptive(tmp_path):
     assert out["provenance"]["topology"]["adaptive"]["certified"] is True
     assert out["provenance"]["topology"]["interpolant"] == "model"
     assert 0 < out["phi"] < 1 and out["uncertainty"]["members"] == 5
+
+
+def test_cli_screen_fast(tmp_path):
+    structure, _ = load_entry(ROOT / CELLS["crystal-8"])
+    path = tmp_path / "POSCAR"
+    structure.to(filename=str(path), fmt="poscar")
+    env = {**os.environ, "ELFSCREEN_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "elfscreen.app.cli", "screen", "--fast", str(path)],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["grid"]["source"] == "predicted-fast"
+    info = out["provenance"]["topology"]["adaptive"]
+    assert info["certified"] is True and info["estimate"].startswith("member ")
+    assert out["grid"]["spacing_a"][0] <= 0.12 + 1e-9
+    assert out["uncertainty"]["members"] == 5 and out["uncertainty"]["phi_std"] > 0
+    both = subprocess.run([sys.executable, "-m", "elfscreen.app.cli", "screen", "--fast", "--adaptive", str(path)],
+                          capture_output=True, text=True, env=env)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
