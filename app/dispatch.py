@@ -4,8 +4,8 @@ that re-sends every job whose message was lost, so no accepted structure is ever
 A job is *lost* when it is
 
 * running with a heartbeat older than the lease (its worker was killed or its machine died);
-* queued and reserved by a worker that took its message (several jobs per message) with a reservation
-  heartbeat older than the lease (that worker died before reaching the job);
+* queued and reserved by a worker that took its message (one or several jobs) with a reservation
+  heartbeat older than the lease (that worker died before claiming the job);
 * queued but never published (the broker was down when the API stored it);
 * queued and published to a broker instance that is gone (Redis restarted: its ``run_id`` changed);
 * queued and published longer ago than ``requeue_after_s`` (a catch-all; a duplicate is harmless).

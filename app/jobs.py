@@ -3,14 +3,18 @@
 batch's callback when its last job finishes.
 
 A job is written only under its claim (:meth:`~elfscreen.app.store.Store.claim`), so a job delivered twice
-still finishes once. While a process holds jobs their heartbeats are kept fresh (:mod:`elfscreen.app.heartbeat`).
+still finishes once. Every job of a message (one or several) is reserved for its worker before anything else is
+done with it, so the sweep re-sends it after the lease should the worker die before claiming it. While a process
+holds jobs their heartbeats are kept fresh (:mod:`elfscreen.app.heartbeat`).
 """
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from typing import Iterator
 
 from elfscreen.app.config import Settings
-from elfscreen.app.heartbeat import heartbeats
+from elfscreen.app.heartbeat import Heartbeats, heartbeats
 from elfscreen.app.screening import screen_claim, screen_claims
 from elfscreen.app.store import Claim, Store
 from elfscreen.app.webhook import notify_batch
@@ -30,43 +34,47 @@ def run_job(store: Store, job_id: str, settings: Settings, worker: str) -> str |
 
 
 def run_jobs(store: Store, job_ids: list[str], settings: Settings, worker: str) -> list[str | None]:
-    """Run the jobs of one message one after another (:func:`run_job` each: claimed just before it runs).
-    The message's other jobs are reserved meanwhile (:meth:`Store.reserve`): should this worker die, the
-    sweep re-sends them after the lease, as it re-sends the job that was running."""
-    if len(job_ids) <= 1:
+    """Run the jobs of one message one after another (:func:`run_job` each: claimed just before it runs),
+    all of them reserved from the start (:func:`_reserved`), a single job included."""
+    with _reserved(store, job_ids, settings, worker):
         return [run_job(store, job_id, settings, worker) for job_id in job_ids]
-    token = store.reserve(job_ids, worker)
-    try:
-        with heartbeats(store, settings).hold(token):
-            return [run_job(store, job_id, settings, worker) for job_id in job_ids]
-    except BaseException:
-        _release(store, token)
-        raise
 
 
 def run_batch(store: Store, job_ids: list[str], settings: Settings, worker: str) -> list[str | None]:
-    """Run the jobs of one message together (a GPU worker): claim every fresh one at once, predict their
-    grids in one batch (:func:`~elfscreen.app.screening.screen_claims`), then finish each on its own, so a
-    job that fails fails alone. A job lost once with a worker (``attempts`` > 0) runs alone afterwards,
-    claimed just before it runs, so a structure that kills its worker costs only its own attempts.
+    """Run the jobs of one message together (a GPU worker), all of them reserved from the start
+    (:func:`_reserved`): claim every fresh one at once, predict their grids in one batch
+    (:func:`~elfscreen.app.screening.screen_claims`), then finish each on its own, so a job that fails
+    fails alone. A job lost once with a worker (``attempts`` > 0) runs alone afterwards, claimed just
+    before it runs, so a structure that kills its worker costs only its own attempts.
     Returns each job's final status (None: not ours to run)."""
-    token = store.reserve(job_ids, worker) if len(job_ids) > 1 else None
+    with _reserved(store, job_ids, settings, worker) as beats:
+        status: dict[str, str | None] = {}
+        claims = store.claim_many(job_ids, worker, settings.lease_s, fresh_only=True)
+        if claims:
+            with beats.hold(claims[0].token):
+                for claim, outcome in screen_claims(claims, settings):
+                    status[claim.job_id] = _finish(store, claim, outcome, settings, worker)
+        for job_id in job_ids:
+            if job_id not in status:
+                status[job_id] = run_job(store, job_id, settings, worker)
+        return [status[job_id] for job_id in job_ids]
+
+
+@contextmanager
+def _reserved(store: Store, job_ids: list[str], settings: Settings, worker: str) -> Iterator[Heartbeats]:
+    """Reserve the jobs of a message (:meth:`Store.reserve`) before anything else is done with them, and
+    keep the reservation's heartbeat fresh while the block runs (it yields this process's heartbeats):
+    should the worker die before it claims one of them, even the only one, the sweep re-sends it after
+    the lease (``settings.lease_s``, seconds), not after ``requeue_after_s``. On a normal exit every reserved job has been claimed (the
+    claim replaces the reservation) or failed, so nothing is left to release; on an exception the jobs
+    still reserved are released for the sweep."""
+    token = store.reserve(job_ids, worker)
     beats = heartbeats(store, settings)
     try:
-        with beats.hold(*filter(None, [token])):
-            status: dict[str, str | None] = {}
-            claims = store.claim_many(job_ids, worker, settings.lease_s, fresh_only=True)
-            if claims:
-                with beats.hold(claims[0].token):
-                    for claim, outcome in screen_claims(claims, settings):
-                        status[claim.job_id] = _finish(store, claim, outcome, settings, worker)
-            for job_id in job_ids:
-                if job_id not in status:
-                    status[job_id] = run_job(store, job_id, settings, worker)
-            return [status[job_id] for job_id in job_ids]
+        with beats.hold(token):
+            yield beats
     except BaseException:
-        if token:
-            _release(store, token)
+        _release(store, token)
         raise
 
 

@@ -1,4 +1,4 @@
-"""The Celery tasks: run stored jobs through ``model.pipeline``: one job (:func:`elfscreen.app.jobs.run_job`), the
+"""The Celery tasks: run stored jobs through ``model.pipeline``: one job, the
 jobs of a ``cpu`` message one after another (:func:`elfscreen.app.jobs.run_jobs`), or those of a ``gpu`` message as
 one batch (:func:`elfscreen.app.jobs.run_batch`, one network call per round of descriptor chunks); and
 the DFT verification of one job on the ``dft`` queue (:func:`elfscreen.app.verification.run_verification`). Each job's
@@ -18,7 +18,7 @@ from celery.signals import worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from elfscreen.app.config import Settings
-from elfscreen.app.jobs import run_batch, run_job, run_jobs
+from elfscreen.app.jobs import run_batch, run_jobs
 from elfscreen.app.store import Store
 from elfscreen.app.verification import DFT_NICE, run_verification
 from elfscreen.model.errors import InputError
@@ -54,8 +54,9 @@ def _worker(task) -> str:
 
 @app.task(name=TASK_NAME, **RETRY)
 def screen(self, job_id: str) -> str | None:
-    """Screen the stored job ``job_id``; returns its final status (None: a duplicate delivery)."""
-    return run_job(store(), job_id, SETTINGS, worker=_worker(self))
+    """Screen the stored job ``job_id`` (reserved first, as the jobs of any message); returns its final status
+    (None: a duplicate delivery)."""
+    return run_jobs(store(), [job_id], SETTINGS, worker=_worker(self))[0]
 
 
 @app.task(name=MANY_TASK, **RETRY)
