@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from elfscreen.app.api import create_app
@@ -228,6 +229,46 @@ def test_worker_killed_holding_several_jobs_every_job_finishes_once(checkpoint, 
         first.stop()
         if second:
             second.stop()
+
+
+def _claims_waiting(engine) -> int:
+    """How many sessions of this database wait on a lock to write a job event (a claim writes one)."""
+    with engine.connect() as c:
+        return c.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO job_events%'")).scalar_one()
+
+
+def test_worker_killed_before_claiming_its_single_job_the_sweep_resends_it_after_the_lease(
+        checkpoint, pg_url, own_redis, tmp_path):
+    """A message of one job is reserved as soon as it arrives, as a message of several is: its worker killed
+    (kill -9) after taking the message but before claiming the job, the sweep re-sends the job after the
+    lease, not after ``requeue_after_s`` (an hour). The worker is stopped inside its claim by a lock on the
+    event log (a claim writes an event, a reservation does not); the claim's transaction dies uncommitted
+    with the worker's connection, which leaves the store as a kill just before the claim would."""
+    queue = "cpu"
+    first = second = None
+    try:
+        with api(own_redis.url, pg_url, queue) as client:
+            batch = submit(client, many_structures(1, seed=61))  # one message of one job, waiting in Redis
+            job_id = batch["jobs"][0]["id"]
+            store = client.app.state.store
+            with store.engine.connect() as lock:
+                lock.execute(sa.text("LOCK TABLE job_events IN EXCLUSIVE MODE"))
+                first = Worker(own_redis.url, pg_url, queue, tmp_path / "w-single.log")
+                assert wait_for(lambda: _claims_waiting(store.engine), bool, 90, 0.1), \
+                    (tmp_path / "w-single.log").read_text()[-3000:]
+                first.kill9()
+                lock.rollback()
+            second = Worker(own_redis.url, pg_url, queue, tmp_path / "w-single-2.log")
+            events = wait_for(lambda: store.event_counts(job_id), lambda e: "requeued" in e, LEASE_S + 20, 0.2)
+            assert events.get("requeued") == 1, (events, "not re-sent within the lease (+20 s) of the kill")
+            done = finished(client, batch["batch_id"])
+            assert_exactly_once(client, done)
+            assert done["jobs"][0]["attempts"] == 1  # the killed worker's claim never committed
+    finally:
+        for worker in (first, second):
+            if worker:
+                worker.stop()
 
 
 def test_gpu_queue_screens_a_message_as_one_batch(checkpoint, pg_url, own_redis, tmp_path):
