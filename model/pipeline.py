@@ -44,16 +44,17 @@ def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_
                   refine: bool = True, min_persistence: float = 0.005, rescaled_qe: bool = False,
                   timings_s: dict[str, float] | None = None, warnings: list[str] = (),
                   members: np.ndarray | None = None, model: ElfModel | None = None, device: str = "cpu",
-                  field=None) -> ScreeningResult:
+                  field=None, refine_listed: bool = True) -> ScreeningResult:
     """Topology, Tc and provenance of an ELF grid (values must be ELF, in [0, 1]). ``members`` (M, N1, N2, N3):
     the ensemble members' ELF when ``grid`` is their mean, for the uncertainty (:func:`member_spread`).
-    ``field``: the continuous field events are refined on (default the grid's Fourier interpolant)."""
+    ``field``: the continuous field events are refined on (default the grid's Fourier interpolant);
+    ``refine_listed``: whether the listed critical points are refined (:func:`~elfscreen.model.topology.analyze`)."""
     lo, hi = float(grid.values.min()), float(grid.values.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise GridError(grid.name, f"values span {lo:.4g}…{hi:.4g}, outside [0, 1]: not an ELF (a CHGCAR or density?)")
     timings = dict(timings_s or {})
     start = time.perf_counter()
-    topo = analyze(grid, refine=refine, min_persistence=min_persistence, field=field)
+    topo = analyze(grid, refine=refine, min_persistence=min_persistence, field=field, refine_listed=refine_listed)
     timings["topology"] = time.perf_counter() - start
     tc = estimate_tc(topo.phi, topo.h_fraction, h_dos, tc_model, topo.phi_star)
     uncertainty = None
@@ -70,6 +71,7 @@ def grid_topology(grid: ElfGrid, *, source: str, h_dos: float | None = None, tc_
     timings["total"] = sum(timings.values())
     info = GridInfo(shape=list(grid.shape), spacing_a=[round(s, 6) for s in spacing], source=source, rescaled_qe=rescaled_qe)
     options = {"connectivity": 6, "refine": refine, "interpolant": (("fourier" if field is None else "model") if refine else None),
+               "listed_refined": refine and refine_listed,
                "min_persistence": min_persistence, "attractor_radius_bohr": 0.7}
     return build_result(grid.name, grid.structure, topo, tc, info, timings, options, warnings, uncertainty=uncertainty,
                         model_version=None if model is None else model.model_version,
@@ -197,7 +199,8 @@ def screen_adaptive(structure, name: str, model: ElfModel, *, shape=None, spacin
                            tc_model=tc_model, refine=refine, min_persistence=min_persistence, timings_s=timings,
                            warnings=flags + ([] if ag.certified else ["adaptive evaluation not certified"]),
                            members=ag.estimate.members if spread_here else None, model=model,
-                           device=ag.estimate.device, field=ModelField(structure, model) if refine else None)
+                           device=ag.estimate.device, field=ModelField(structure, model) if refine else None,
+                           refine_listed=not fast)
     uncertainty = result.uncertainty
     if spread_here:
         uncertainty["method"] = "members at the mean's critical points (fast: members exact near the events)"

@@ -127,14 +127,15 @@ def nearest_atoms(structure: Structure, frac: np.ndarray, n: int = 2) -> list[At
 
 
 def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.005,
-            field: SmoothField | None = None) -> Topology:
+            field: SmoothField | None = None, refine_listed: bool = True) -> Topology:
     """Topology of the ELF on ``grid``: φ, φ_1d, φ_2d, φ*, bottlenecks and critical points.
 
     ``min_persistence`` (ELF units) hides maxima and saddles whose feature lives over a smaller
     ELF range (grid noise); the sweep itself uses every voxel. ``field`` is the continuous field the
     events are refined on: the grid's Fourier interpolant unless given (the model's own ELF,
     :class:`~elfscreen.model.adaptive.ModelField`, for an adaptive grid); the listed critical points are
-    always refined on the grid's interpolant (on the model they cost ~0.5 s for 64 points).
+    refined on the grid's interpolant (on the model they cost ~0.5 s for 64 points), or not at all with
+    ``refine_listed`` False (a hybrid grid that is one ensemble member away from the events).
     """
     s = grid.structure
     shape = grid.shape
@@ -157,7 +158,7 @@ def analyze(grid: ElfGrid, *, refine: bool = True, min_persistence: float = 0.00
     else:  # the events on ``field``; the listed critical points, which no result value rests on, on the grid's own
         cut = len(event_ids)
         points = (_refine_voxels(grid, voxels[:cut], n_neg[:cut], refine, field=field)
-                  + _refine_voxels(grid, voxels[cut:], n_neg[cut:], refine))
+                  + _refine_voxels(grid, voxels[cut:], n_neg[cut:], refine and refine_listed))
 
     events: dict[int, Event | None] = dict.fromkeys((EVENT_1D, EVENT_2D, EVENT_3D, EVENT_H_PAIR))
     for n, e in enumerate(event_ids):
