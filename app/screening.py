@@ -20,8 +20,8 @@ from elfscreen.app.store import Claim
 from elfscreen.model.descriptor import pick_device
 from elfscreen.model.errors import InputError
 from elfscreen.model.limits import StructureLimits
-from elfscreen.model.options import PIPELINE_OPTIONS
-from elfscreen.model.pipeline import get_model, screen_prediction
+from elfscreen.model.options import PIPELINE_OPTIONS, evaluation_flags
+from elfscreen.model.pipeline import get_model, screen_prediction, screen_structure
 from elfscreen.model.predict import grid_shape, predict_grid, predict_grids
 from elfscreen.model.structures import parse_structure, structure_from_dict
 
@@ -42,20 +42,16 @@ def screen_claim(claim: Claim, settings: Settings) -> dict:
         model, _ = get_model(settings.device)
         start = time.perf_counter()
         structure = claim_structure(claim, settings)
-        opts = claim.options
-        kwargs = {k: opts[k] for k in PIPELINE_OPTIONS}
-        rebuilt = time.perf_counter()
-        pred = predict_grid(structure, model, spacing_a=kwargs.pop("spacing_a"), device=settings.device, name=claim.name)
-        result = screen_prediction(pred, model, timings_s={"parse": rebuilt - start}, **kwargs)
-        return {"result": result.model_dump(mode="json"), "grid": _kept(pred, opts),
-                "pipeline_s": time.perf_counter() - rebuilt}  # the pipeline alone: the rest is overhead
+        return _screen(claim, structure, model, settings, time.perf_counter() - start)
     except Exception as exc:
         return failure(exc, claim)
 
 
 def screen_claims(claims: list[Claim], settings: Settings) -> Iterator[tuple[Claim, dict]]:
-    """(claim, outcome) of each claim, as soon as it is known: the grids predicted as one batch, the
-    topology and Tc per structure. If the batch cannot be predicted (one bad structure, out of memory),
+    """(claim, outcome) of each claim, as soon as it is known: the grids of the jobs screened on the whole
+    grid (``evaluation`` "grid") predicted as one batch, the topology and Tc per structure; then the fast and
+    adaptive jobs, one by one (:func:`~elfscreen.model.pipeline.screen_structure`: they evaluate the model
+    where their own grids need it). If the batch cannot be predicted (one bad structure, out of memory),
     each structure is predicted alone, so only the jobs that fail alone fail."""
     try:
         model, _ = get_model(settings.device)
@@ -70,36 +66,60 @@ def screen_claims(claims: list[Claim], settings: Settings) -> Iterator[tuple[Cla
             ready.append((claim, claim_structure(claim, settings), time.perf_counter() - start))
         except Exception as exc:
             yield claim, failure(exc, claim)
-    if not ready:
-        return
+    batched = [r for r in ready if _whole_grid(r[0])]
     start = time.perf_counter()
     try:
-        shapes = [grid_shape(s, c.options["spacing_a"]) for c, s, _ in ready]
-        preds = predict_grids([s for _, s, _ in ready], model, shapes=shapes, device=settings.device,
-                              names=[c.name for c, _, _ in ready])
+        shapes = [grid_shape(s, c.options["spacing_a"]) for c, s, _ in batched]
+        preds = predict_grids([s for _, s, _ in batched], model, shapes=shapes, device=settings.device,
+                              names=[c.name for c, _, _ in batched]) if batched else []
         points = [math.prod(shape) for shape in shapes]
         shares = [(time.perf_counter() - start) * n / sum(points) for n in points]
     except Exception as exc:
-        log.warning("a batch of %d structures failed (%s: %s); predicting them one by one", len(ready),
+        log.warning("a batch of %d structures failed (%s: %s); predicting them one by one", len(batched),
                     type(exc).__name__, exc)
-        preds, shares = [None] * len(ready), [0.0] * len(ready)
+        preds, shares = [None] * len(batched), [0.0] * len(batched)
         _free_device_memory(settings.device)
-    for k, (claim, structure, parse_s) in enumerate(ready):
-        start = time.perf_counter()
+    for k, (claim, structure, parse_s) in enumerate(batched):
+        pred = preds[k]
+        preds[k] = None  # the grid lives only as long as its job
         try:
-            opts = claim.options
-            pred = preds[k]
-            preds[k] = None  # the grid lives only as long as its job
-            if pred is None:
-                pred = predict_grid(structure, model, spacing_a=opts["spacing_a"], device=settings.device,
-                                    name=claim.name)
-            kwargs = {key: opts[key] for key in PIPELINE_OPTIONS if key != "spacing_a"}
-            result = screen_prediction(pred, model, timings_s={"parse": parse_s}, **kwargs)
-            outcome = {"result": result.model_dump(mode="json"), "grid": _kept(pred, opts),
-                       "pipeline_s": shares[k] + time.perf_counter() - start}
+            outcome = _screen(claim, structure, model, settings, parse_s, pred, shares[k])
         except Exception as exc:
             outcome = failure(exc, claim)
         yield claim, outcome
+    for claim, structure, parse_s in ready:
+        if not _whole_grid(claim):
+            try:
+                outcome = _screen(claim, structure, model, settings, parse_s)
+            except Exception as exc:
+                outcome = failure(exc, claim)
+            yield claim, outcome
+
+
+def _screen(claim: Claim, structure, model, settings: Settings, parse_s: float, pred=None,
+            predicted_s: float = 0.0) -> dict:
+    """The outcome of one job whose structure is rebuilt (``parse_s`` seconds). ``pred``: its grid when already
+    predicted (in a batch, its share ``predicted_s`` s of the batch's time), for the whole-grid evaluation."""
+    start = time.perf_counter()
+    opts = claim.options
+    kwargs = {k: opts[k] for k in PIPELINE_OPTIONS if k != "spacing_a"}
+    if not _whole_grid(claim):  # fast or adaptive: no whole grid is predicted, none is kept (Options refuses keep_grid)
+        result = screen_structure(structure, claim.name, model, spacing_a=opts["spacing_a"], device=settings.device,
+                                  timings_s={"parse": parse_s}, **evaluation_flags(opts), **kwargs)
+        grid = None
+    else:
+        if pred is None:
+            pred = predict_grid(structure, model, spacing_a=opts["spacing_a"], device=settings.device, name=claim.name)
+        result = screen_prediction(pred, model, timings_s={"parse": parse_s}, **kwargs)
+        grid = _kept(pred, opts)
+    return {"result": result.model_dump(mode="json"), "grid": grid,
+            "pipeline_s": predicted_s + time.perf_counter() - start}  # the pipeline alone: the rest is overhead
+
+
+def _whole_grid(claim: Claim) -> bool:
+    """Whether the job is screened on the whole predicted grid (``evaluation`` "grid"; jobs stored before the
+    option existed were). Any other value goes through :func:`_screen`, which fails the job on a bad one."""
+    return claim.options.get("evaluation", "grid") == "grid"
 
 
 def failure(exc: Exception, claim: Claim) -> dict:

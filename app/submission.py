@@ -29,7 +29,9 @@ def prepare(items: list[dict], options: dict, settings: Settings, store: Store, 
     the batch and job rows; structures ``owner`` already screened with the same model and options are
     answered from the cache (rows born ``done``, ``cached``).
 
-    ``items`` hold ``name``, ``format`` (or None), ``content``, ``hdos`` (or None). Raises
+    ``items`` hold ``name``, ``format`` (or None), ``content``, ``hdos`` (or None); ``options`` are validated
+    :class:`~elfscreen.model.options.Options` (``spacing_a`` resolved for the ``evaluation``: the grid-size
+    limit applies to the grid the job evaluates on, e.g. 0.05 Å for adaptive). Raises
     :class:`~elfscreen.model.limits.LimitError` or :class:`~elfscreen.model.errors.InputError` naming the
     first bad input; ``.others`` on the error lists the error objects of every bad input.
     """

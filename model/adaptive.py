@@ -41,13 +41,12 @@ from elfscreen.model.descriptor import (_harmonics_from_monomials, _images, atom
 from elfscreen.model.descriptor_grid import iter_describe_grid
 from elfscreen.model.fourier import SmoothField
 from elfscreen.model.network import ElfModel
+from elfscreen.model.options import FINE_SPACING_A
 from elfscreen.model.predict import (Prediction, describe_stream, grid_shape, member_outputs, predict_grid,
                                      use_grid_path)
 from elfscreen.model.topology import Topology, analyze
 from elfscreen.model.volumetric import ElfGrid
 
-FINE_SPACING_A = 0.05
-FAST_SPACING_A = 0.12  # the grid of :func:`member_estimate_grid` (``screen --fast``); bench/adaptive.py measures it
 COARSE_RATIO = 2.0  # coarse / fine spacing (measured: 2 evaluates 5–16 % of the fine grid, 3 ~23 % of a fluid's)
 COARSE_SPACING_A = COARSE_RATIO * FINE_SPACING_A
 SAFETY = 1.5  # the error bound on voxels never evaluated: SAFETY × the largest error seen

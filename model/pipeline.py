@@ -152,12 +152,13 @@ def screen_structure(structure, name: str, model: ElfModel, *, shape=None, spaci
                      device: str | None = None, timings_s: dict | None = None, adaptive: bool = False,
                      fast: bool = False, **options) -> ScreeningResult:
     """Predict the ELF of ``structure`` and screen it: φ, φ*, Tc, ensemble uncertainty, provenance.
-    ``spacing_a`` defaults to :data:`~elfscreen.model.predict.DEFAULT_SPACING_A`; ``options`` are those of
+    ``spacing_a`` defaults to :data:`~elfscreen.model.options.DEFAULT_SPACING_A`; ``options`` are those of
     :func:`screen_prediction`. ``adaptive``: the answer of the grid ``shape`` or ``spacing_a`` (default
-    :data:`~elfscreen.model.adaptive.FINE_SPACING_A`) from a twice coarser one; ``fast``: the events of
+    :data:`~elfscreen.model.options.FINE_SPACING_A`) from a twice coarser one; ``fast``: the events of
     the grid ``shape`` or ``spacing_a`` (default ``FAST_SPACING_A``) with the whole ensemble only near them;
     both by :func:`screen_adaptive`."""
-    from elfscreen.model.predict import DEFAULT_SPACING_A, predict_grid
+    from elfscreen.model.options import DEFAULT_SPACING_A
+    from elfscreen.model.predict import predict_grid
 
     check_model_species(structure, model, name)  # before the costly part: a refused structure costs nothing
     if adaptive and fast:
@@ -179,8 +180,8 @@ def screen_adaptive(structure, name: str, model: ElfModel, *, shape=None, spacin
     coarse grid's critical points). ``fast``: the grid (default ``FAST_SPACING_A``) with one member
     everywhere and the whole ensemble where the certificate needs it; the spread from the members near
     the events."""
-    from elfscreen.model.adaptive import (COARSE_RATIO, FAST_SPACING_A, FINE_SPACING_A, ModelField, adaptive_grid,
-                                          member_estimate_grid)
+    from elfscreen.model.adaptive import COARSE_RATIO, ModelField, adaptive_grid, member_estimate_grid
+    from elfscreen.model.options import FAST_SPACING_A, FINE_SPACING_A
     from elfscreen.model.predict import grid_shape
 
     default_spacing = FAST_SPACING_A if fast else FINE_SPACING_A

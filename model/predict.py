@@ -18,9 +18,9 @@ from pymatgen.core import Structure
 from elfscreen.model.descriptor import DescriptorParams, iter_describe, pick_device
 from elfscreen.model.descriptor_grid import grid_memory_mb, iter_describe_grid, reciprocal_count
 from elfscreen.model.network import ElfModel
+from elfscreen.model.options import DEFAULT_SPACING_A
 from elfscreen.model.volumetric import ElfGrid
 
-DEFAULT_SPACING_A = 0.1
 # grid points per reciprocal vector kept above which the FFT path beats the direct one (measured, one CPU
 # thread, compiled kernels: even at ≈0.01 (0.3 Å), 1.4–1.5× at 0.2 Å (≈0.037), 1.5–1.9× at 0.15 Å;
 # CUDA (H200, torch path): 4.4× at 0.28, 9.4× on a 1.3M-point grid)

@@ -82,11 +82,12 @@ def setup(tmp_path, sandbox):
     store.engine.dispose()
 
 
-def stored(sandbox, store, settings, structs, spoil=()):
+def stored(sandbox, store, settings, structs, spoil=(), options=FULL_OPTIONS):
     """Validate and store one batch of ``structs`` (name → Structure); the names in ``spoil`` are stored
-    as a job from before structures were kept with their jobs, with garbage for text. The job ids in order."""
+    as a job from before structures were kept with their jobs, with garbage for text. The job ids in order.
+    ``options`` as stored (the default, without ``evaluation``, as jobs stored before the option existed)."""
     items = [{"name": n, "format": "poscar", "content": s.to(fmt="poscar"), "hdos": None} for n, s in structs.items()]
-    batch, rows = prepare(items, FULL_OPTIONS, settings, store, "anon", sandbox)
+    batch, rows = prepare(items, options, settings, store, "anon", sandbox)
     for row in rows:
         if row["name"] in spoil:
             row.update(content="not a POSCAR at all", structure=None)
@@ -121,6 +122,36 @@ def test_batch_task_finishes_several_jobs_like_the_single_path(setup):
     # a second delivery of the same message runs nothing
     assert jobs.run_batch(store, ids, settings, "other") == [None] * 4
     assert all(store.event_counts(i) == {"created": 1, "claimed": 1, "done": 1} for i in ids)
+
+
+def test_fast_and_adaptive_jobs_of_a_batch_run_alone_and_the_grid_jobs_together(setup, monkeypatch):
+    """A GPU batch mixing evaluations: the whole-grid jobs' grids are still predicted in one
+    ``predict_grids`` call, the fast and adaptive jobs are screened one by one as ``screen_structure``
+    screens them (with the same spacing)."""
+    store, settings, box = setup
+    structs = many_structures(4, seed=13)
+    names = list(structs)
+    evaluations = {names[0]: "fast", names[1]: "grid", names[2]: "adaptive", names[3]: "grid"}
+    ids = [stored(box, store, settings, {n: structs[n]}, options={**FULL_OPTIONS, "evaluation": e})[0]
+           for n, e in evaluations.items()]
+    batched = []
+
+    def recording(structures, *args, **kwargs):  # the real predict_grids, recording which jobs it predicts
+        batched.append(kwargs["names"])
+        return predict_grids(structures, *args, **kwargs)
+
+    monkeypatch.setattr(screening, "predict_grids", recording)
+    assert jobs.run_batch(store, ids, settings, "gpu-worker") == ["done"] * 4
+    assert batched == [[names[1], names[3]]]
+    model = load_model()
+    for job_id, (name, evaluation) in zip(ids, evaluations.items()):
+        row = job(store, job_id)
+        flags = {"fast": evaluation == "fast", "adaptive": evaluation == "adaptive"}
+        want = screen_structure(parse_structure(structs[name].to(fmt="poscar"), "poscar", name), name, model,
+                                spacing_a=SPACING, device="cpu", **flags).model_dump(mode="json")
+        assert same(comparable(row["result"]), comparable(want)), name
+        assert row["result"]["grid"]["source"] == {"fast": "predicted-fast", "grid": "predicted",
+                                                   "adaptive": "predicted-adaptive"}[evaluation]
 
 
 def test_one_bad_structure_fails_only_its_job(setup):

@@ -94,6 +94,24 @@ def test_api_key_is_required_and_bad_options_raise(server, monkeypatch):
         Client().submit(s, {"spacing_a": 5.0})
 
 
+def test_fast_evaluation_either_way_and_keep_grid_refused(server):
+    s = structures()["h4_tet"]
+    options = {**OPTIONS, "evaluation": "fast"}
+    with Client(server, api_key=KEY) as remote:
+        served = remote.screen(s, options)
+        with pytest.raises(ServerError) as err:
+            remote.submit(s, {**options, "keep_grid": True})
+    embedded = Client().screen(s, options)
+    assert served["grid"]["source"] == embedded["grid"]["source"] == "predicted-fast"
+    assert served["provenance"]["topology"]["adaptive"]["certified"] is True
+    assert same(comparable(served), comparable(embedded))
+    assert err.value.status == 422 and "keep_grid needs evaluation \"grid\", not 'fast'" in err.value.message
+    with pytest.raises(ClientError, match="^options: Value error, keep_grid needs evaluation"):
+        Client().submit(s, {**options, "keep_grid": True})
+    with pytest.raises(ClientError, match="^options.evaluation: Input should be"):
+        Client().submit(s, {"evaluation": "exact"})
+
+
 class FlakyProxy(ThreadingHTTPServer):
     """Forwards to ``upstream``, except that the first requests meet the planned ``faults``: ``"drop"``
     (connection closed without an answer) or an HTTP status (429 with ``Retry-After: 1``)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,15 @@ from pymatgen.core import Lattice, Structure
 
 from elfscreen.app.api import create_app
 from elfscreen.app.config import Settings
-from elfscreen.model.pipeline import load_model, screen_structure
+from elfscreen.model.dataset import load_entry
+from elfscreen.model.options import FAST_SPACING_A
+from elfscreen.model.pipeline import forget_model, load_model, screen_structure
+from elfscreen.model.predict import grid_shape
 from elfscreen.model.structures import parse_structure
 from elfscreen.model.volumetric import parse_grid
 from test_service_common import OPTIONS, SPACING, as_files, comparable, make_checkpoint, structures, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +133,25 @@ def test_bad_structures_get_4xx_naming_file_and_problem(client, case):
 def test_request_errors_are_json_never_tracebacks(client):
     poscar = structures()["cah4"].to(fmt="poscar")
     one = {"name": "x", "format": "poscar", "content": poscar}
+    big = {"name": "big", "format": "poscar",
+           "content": Structure(Lattice.cubic(4.2), ["H"] * 2, [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="poscar")}
     cases = [
         ({"structures": []}, 422, "structures"),
         ({"structures": [{"name": "x", "format": "poscar"}]}, 422, "content"),
         ({"structures": [one], "options": {"spacing_a": -1}}, 422, "spacing_a"),
         ({"structures": [one], "options": {"tc_model": "nope"}}, 422, "tc_model"),
         ({"structures": [one], "options": {"spacing_a": 0.03}}, 413, "grid"),
+        ({"structures": [one], "options": {"evaluation": "coarse"}}, 422, "options.evaluation: Input should be 'grid', "
+                                                                         "'fast' or 'adaptive'"),
+        ({"structures": [one], "options": {"evaluation": "fast", "keep_grid": True}}, 422,
+         "body.options: Value error, keep_grid needs evaluation \"grid\", not 'fast'"),
+        ({"structures": [one], "options": {"evaluation": "adaptive", "keep_grid": True}}, 422,
+         "keep_grid needs evaluation \"grid\", not 'adaptive'"),
+        # the grid limit applies to the evaluation's own default spacing: adaptive's 0.05 Å grid of this cell is
+        # 84³ points (over the 500,000 limit), its 0.1 Å grid 42³
+        ({"structures": [big], "options": {"evaluation": "adaptive"}}, 413, f"{84 ** 3:,}-point grid (84, 84, 84)"),
     ]
+    assert grid_shape(Structure.from_str(big["content"], fmt="poscar"), 0.05) == (84, 84, 84)
     for body, status, words in cases:
         r = client.post("/v1/screenings", json=body)
         assert r.status_code == status, (body, r.text)
@@ -142,6 +160,10 @@ def test_request_errors_are_json_never_tracebacks(client):
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
     r = client.post("/v1/screenings", content=b"x", headers={"content-type": "text/plain"})
     assert r.status_code == 415
+    r = client.post("/v1/screenings", files=[("files", ("POSCAR", poscar))],
+                    data={"options": json.dumps({"evaluation": "fast", "keep_grid": True})})
+    assert r.status_code == 422 and r.json()["error"]["input"] == "options", r.text
+    assert "keep_grid needs evaluation" in r.json()["error"]["message"]
     r = client.post("/v1/screenings", files=[("files", ("x.cif", b"\xff\xfe\x00binary"))])
     assert r.status_code == 422 and "x.cif" in r.json()["error"]["message"]
     r = client.get("/v1/screenings/nope")
@@ -185,7 +207,65 @@ def test_openapi_is_served(client):
     body = spec["paths"]["/v1/screenings"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(body)
     assert "ScreeningResult" in spec["components"]["schemas"]
+    evaluation = spec["components"]["schemas"]["Options"]["properties"]["evaluation"]
+    assert evaluation["enum"] == ["grid", "fast", "adaptive"] and evaluation["default"] == "grid"
+    assert "one ensemble member on the grid" in evaluation["description"]
+    spacing = spec["components"]["schemas"]["Options"]["properties"]["spacing_a"]
+    assert f"fast {FAST_SPACING_A}" in spacing["description"]
     assert client.get("/docs").status_code == 200
+
+
+@pytest.fixture()
+def shipped_model():
+    """The model shipped with elfscreen instead of the untrained test one, for this test's service: on the
+    tests' tiny cells with an untrained model the fast evaluation falls back to the whole grid."""
+    saved = os.environ.pop("ELFSCREEN_MODEL", None)
+    forget_model()
+    yield load_model()
+    if saved is not None:
+        os.environ["ELFSCREEN_MODEL"] = saved
+    forget_model()
+
+
+def test_fast_and_adaptive_jobs_are_the_pipelines_and_cached_apart_from_grid_jobs(tmp_path, shipped_model):
+    structure, _ = load_entry(ROOT / "data/crystal-test/crystal-s1-000010.npz")  # 8 H atoms (tests/test_adaptive.py)
+    poscar = structure.to(fmt="poscar")
+    direct = parse_structure(poscar, "poscar", "c8")  # the structure exactly as the service reads it
+
+    def screened(c, options: dict) -> dict:
+        r = c.post("/v1/screenings", json={"structures": [{"name": "c8", "format": "poscar", "content": poscar}],
+                                           "options": options})
+        assert r.status_code == 202, r.text
+        ref = r.json()["jobs"][0]
+        return wait_for(lambda: c.get(f"/v1/screenings/{ref['id']}").json(), lambda j: j["status"] != "queued"
+                        and j["status"] != "running", 180)
+
+    with client_for(tmp_path, embedded_workers=1) as c:
+        fast = screened(c, {"evaluation": "fast"})
+        assert fast["status"] == "done" and not fast["cached"], fast
+        assert fast["options"]["evaluation"] == "fast" and fast["options"]["spacing_a"] == FAST_SPACING_A
+        result = fast["result"]
+        assert result["grid"]["source"] == "predicted-fast"
+        adaptive_block = result["provenance"]["topology"]["adaptive"]
+        assert adaptive_block["certified"] is True and adaptive_block["fallback"] is False, adaptive_block
+        assert result["uncertainty"]["members"] == 5 and not fast["grid_available"]
+        want = screen_structure(direct, "c8", shipped_model, spacing_a=FAST_SPACING_A, fast=True).model_dump(mode="json")
+        assert result["grid"]["shape"] == want["grid"]["shape"]
+        for key in ("phi", "phi_star", "phi_1d", "phi_2d"):
+            assert abs(result[key] - want[key]) <= 0.003, (key, result[key], want[key])
+
+        # the same structure and spacing on the whole grid is another computation, not the fast one's cache
+        grid = screened(c, {"evaluation": "grid", "spacing_a": FAST_SPACING_A})
+        assert grid["status"] == "done" and not grid["cached"] and grid["result"]["grid"]["source"] == "predicted"
+        assert "adaptive" not in grid["result"]["provenance"]["topology"]
+        again = screened(c, {"evaluation": "fast", "spacing_a": FAST_SPACING_A})
+        assert again["cached"] and again["cached_from"] == fast["id"]
+        adaptive = screened(c, {"evaluation": "adaptive", "spacing_a": 0.1})
+        assert adaptive["status"] == "done" and not adaptive["cached"], adaptive
+        assert adaptive["result"]["grid"]["source"] == "predicted-adaptive"
+        assert adaptive["result"]["provenance"]["topology"]["adaptive"]["certified"] is True
+        want = screen_structure(direct, "c8", shipped_model, spacing_a=0.1, adaptive=True).model_dump(mode="json")
+        assert abs(adaptive["result"]["phi"] - want["phi"]) <= 0.003
 
 
 def test_callback_is_posted_once_when_the_batch_finishes(tmp_path, checkpoint):

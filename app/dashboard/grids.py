@@ -4,8 +4,9 @@ DFT grid of its verification, for the ML-vs-DFT slices.
 A job keeps its grid only when submitted with ``options.keep_grid`` (float32 .npz: ~0.3 MB of store
 per 10⁵ points). For every other job the grid is predicted again, on demand, from the job's stored structure
 with its spacing and the same model: prediction is deterministic, so this is the grid the job was
-screened on (to float rounding when the job ran on another device). It costs one prediction (~1 s
-for a small cell on one core) and is kept in memory for the next views. Predicting again needs the
+screened on (to float rounding when the job ran on another device); for a ``fast`` or ``adaptive`` job, the
+whole grid whose events it evaluated (those never keep theirs: their grid is the model's ELF only near the
+events). It costs one prediction (~1 s for a small cell on one core) and is kept in memory for the next views. Predicting again needs the
 model that screened the job: after a model change the answer is 409 ``model_changed``.
 """
 from __future__ import annotations

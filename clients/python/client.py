@@ -30,8 +30,10 @@ class Client:
     ``timeout``: seconds per HTTP request; ``retries``: extra attempts after a transient failure
     (connection error, 429 after its ``Retry-After``, 502/503/504), waiting ``backoff_s``·2^attempt s.
 
-    Options (``options=`` of :meth:`submit`) are the API's: ``spacing_a`` (Å, default 0.1), ``tc_model``
-    (default ``belli2021``), ``h_dos`` (0–1], ``refine``, ``min_persistence``, ``keep_grid``.
+    Options (``options=`` of :meth:`submit`) are the API's (:class:`~elfscreen.model.options.Options`):
+    ``evaluation`` (``grid`` default, ``fast``, ``adaptive``: as ``elfscreen screen``, ``--fast``,
+    ``--adaptive``), ``spacing_a`` (Å, default per evaluation 0.1, 0.12, 0.05), ``tc_model`` (default
+    ``belli2021``), ``h_dos`` (0–1], ``refine``, ``min_persistence``, ``keep_grid`` (``grid`` only).
 
     DFT verification (a server with Quantum ESPRESSO): :meth:`verify` one screened job, or
     ``submit(..., verify_top=k, verify_by="tc"|"phi")`` to verify the best k once the batch is screened

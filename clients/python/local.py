@@ -1,7 +1,8 @@
 """The embedded pipeline: no server, the jobs run in this process with the functions the service's jobs
 run (``elfscreen.model`` only: the model of :func:`~elfscreen.model.pipeline.get_model`, then
-``model.pipeline.screen_structure``: ``predict_grid`` + ``screen_prediction``). Needs elfscreen's science
-stack (torch, pymatgen), not the server's (FastAPI, SQLAlchemy, Celery)."""
+``model.pipeline.screen_structure``: ``predict_grid`` + ``screen_prediction``, or ``screen_adaptive`` for the
+``fast`` and ``adaptive`` evaluations). Needs elfscreen's science stack (torch, pymatgen), not the server's
+(FastAPI, SQLAlchemy, Celery)."""
 from __future__ import annotations
 
 import itertools
@@ -36,7 +37,7 @@ class LocalBackend:
 
     def _run(self, item: Item, options: dict) -> dict:
         from elfscreen.model.errors import InputError
-        from elfscreen.model.options import PIPELINE_OPTIONS
+        from elfscreen.model.options import PIPELINE_OPTIONS, evaluation_flags
         from elfscreen.model.pipeline import get_model, screen_structure
         from elfscreen.model.structures import parse_structure
 
@@ -44,7 +45,8 @@ class LocalBackend:
         try:
             model, _ = get_model(self.device)
             structure = parse_structure(item.content, item.format, item.name)
-            kwargs = {**{k: options[k] for k in PIPELINE_OPTIONS}, "h_dos": item.hdos or options["h_dos"]}
+            kwargs = {**{k: options[k] for k in PIPELINE_OPTIONS}, "h_dos": item.hdos or options["h_dos"],
+                      **evaluation_flags(options)}
             result = screen_structure(structure, item.name, model, device=self.device,
                                       timings_s={"parse": time.perf_counter() - start}, **kwargs)
         except InputError as err:
@@ -65,4 +67,4 @@ def _validated(options: dict) -> dict:
         return Options.model_validate(options).model_dump()
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        raise ClientError(f"options.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise ClientError(f"{'.'.join(map(str, ('options', *first['loc'])))}: {first['msg']}") from None
