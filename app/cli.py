@@ -48,9 +48,23 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device without a server, e.g. cpu or cuda (default: cuda when present)")
     p.add_argument("--out", help="results file: *.jsonl (JSON lines) or *.csv (default: JSON lines on stdout)")
     p.add_argument("--format", choices=STRUCTURE_FORMATS, help="structure format (default: from each name)")
-    p.add_argument("--spacing", type=float, default=0.1, help="grid spacing in Å (default 0.1)")
+    p.add_argument("--spacing", type=float, help="grid spacing in Å (default 0.1; see --adaptive, --fast)")
     p.set_defaults(grid=None)  # the service predicts on a spacing, not on a given grid
+    _add_evaluation_options(p, grid=False)
     _add_result_options(p)
+
+
+def _add_evaluation_options(p: argparse.ArgumentParser, grid: bool) -> None:
+    """``--adaptive`` and ``--fast`` (the service's ``evaluation``); their default spacings are
+    ``model.options.EVALUATIONS``' (tests/test_submit.py checks these help lines against them)."""
+    shape = ", or --grid" if grid else ""
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--adaptive", action="store_true",
+                     help=f"the answer of the fine grid (--spacing, default 0.05 Å with this flag{shape}) from a "
+                          "grid twice as coarse, evaluating the model exactly only where the result depends on it")
+    how.add_argument("--fast", action="store_true",
+                     help=f"one ensemble member on the grid (--spacing, default 0.12 Å with this flag{shape}), all "
+                          "members only where the events depend on them, events on the model's own ELF")
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -82,13 +96,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                         description="Screen structures: predicted ELF → topology → Tc, one JSON object per line.")
     sc.add_argument("structures", nargs="+", help="structure files")
     _add_grid_options(sc)
-    how = sc.add_mutually_exclusive_group()
-    how.add_argument("--adaptive", action="store_true",
-                     help="the answer of the fine grid (--spacing, default 0.05 Å with this flag, or --grid) from a "
-                          "grid twice as coarse, evaluating the model exactly only where the result depends on it")
-    how.add_argument("--fast", action="store_true",
-                     help="one ensemble member on the grid (--spacing, default 0.12 Å with this flag, or --grid), all "
-                          "members only where the events depend on them, events on the model's own ELF")
+    _add_evaluation_options(sc, grid=True)
     _add_result_options(sc)
 
     ds = sub.add_parser("dataset", help="DFT ELF datasets: generate them with Quantum ESPRESSO (resumable), summarise them, export the service's DFT-verified jobs")
@@ -183,17 +191,21 @@ def _grid_options(args) -> dict:
     """``--grid`` (checked against the grid limit here) or ``--spacing`` (checked per structure by
     :func:`_grid_for`, since the number of points depends on the cell)."""
     from elfscreen.model.limits import check_grid_shape
+    from elfscreen.model.options import EVALUATIONS
 
     if args.grid is not None:
         check_grid_shape(args.grid, "--grid")
         return {"shape": tuple(args.grid)}
-    if args.spacing is None and getattr(args, "fast", False):
-        return {}  # model.adaptive.FAST_SPACING_A, chosen by model.pipeline.screen_adaptive
     if args.spacing is None:
-        args.spacing = 0.05 if getattr(args, "adaptive", False) else 0.1
+        args.spacing = EVALUATIONS[_evaluation(args)]
     if not args.spacing > 0:  # also refuses nan
         raise InputError("--spacing", f"must be positive, got {args.spacing}")
     return {"spacing_a": args.spacing}
+
+
+def _evaluation(args) -> str:
+    """``--adaptive`` → adaptive, ``--fast`` → fast, else grid (``predict`` has neither flag)."""
+    return "adaptive" if getattr(args, "adaptive", False) else "fast" if getattr(args, "fast", False) else "grid"
 
 
 def _grid_for(structure, args) -> dict:
@@ -400,6 +412,8 @@ def _client_and_options(args):
 
     _check_hdos(args)
     options = {**_grid_options(args), **_result_options(args)}
+    if _evaluation(args) != "grid":  # sent only when asked for: a server without the option still takes grid jobs
+        options["evaluation"] = _evaluation(args)
     return Client(args.server, args.api_key, device=args.device), options
 
 

@@ -131,6 +131,41 @@ def test_randspg_output_folder_needs_format(server, tmp_path):
         str(p) for p in out_dir.iterdir())
 
 
+def test_submit_fast_and_adaptive_on_the_server_and_embedded(server, tmp_path):
+    """``--fast``/``--adaptive`` become the service's ``evaluation`` (with its default spacing when none is
+    given) and the in-process client's; the two flags exclude each other, as for ``elfscreen screen``."""
+    path = tmp_path / "POSCAR"
+    path.write_text(structures()["h4_tet"].to(fmt="poscar"))
+    served, embedded = tmp_path / "served.jsonl", tmp_path / "embedded.jsonl"
+    proc = run("submit", str(path), "--fast", "--server", server, "--out", str(served))
+    assert proc.returncode == 0, proc.stderr
+    proc = run("submit", str(path), "--fast", "--out", str(embedded))
+    assert proc.returncode == 0, proc.stderr
+    (a,), (b,) = lines(served), lines(embedded)
+    for r in (a, b):
+        assert r["grid"]["source"] == "predicted-fast" and r["provenance"]["topology"]["adaptive"]["certified"]
+        assert max(r["grid"]["spacing_a"]) <= 0.12 < max(r["grid"]["spacing_a"]) * 1.2  # the fast default, 0.12 Å
+    assert a["grid"]["shape"] == b["grid"]["shape"] and abs(a["phi"] - b["phi"]) < 1e-6
+    proc = run("submit", str(path), "--adaptive", "--spacing", "0.2", "--server", server)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["grid"]["source"] == "predicted-adaptive" and max(out["grid"]["spacing_a"]) <= 0.2
+    both = run("submit", str(path), "--fast", "--adaptive")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_evaluation_help_states_the_default_spacings():
+    """The --fast/--adaptive help lines (written out: ``elfscreen --help`` imports no pydantic) say
+    ``model.options``' default spacings."""
+    from elfscreen.model.options import EVALUATIONS
+
+    for command in ("submit", "screen"):
+        text = " ".join(run(command, "--help").stdout.split())
+        assert f"default {EVALUATIONS['adaptive']} Å with this flag" in text
+        assert f"default {EVALUATIONS['fast']} Å with this flag" in text
+        assert f"default {EVALUATIONS['grid']}" in text
+
+
 def test_nothing_found_exits_1(tmp_path):
     proc = run("submit", str(tmp_path / "nowhere"), str(tmp_path / "*.cif"))
     assert proc.returncode == 1 and "no structure file found" in proc.stderr
