@@ -88,13 +88,25 @@ def test_embedded_gives_the_servers_number(server, tmp_path):
     assert value == server_result(server, str(poscar_path(tmp_path, structures()["h4_tet"])), "h4")["phi"]
 
 
-@pytest.mark.parametrize("env", [{}, {"ELFSCREEN_OBJECTIVE": "entropy"}], ids=["bad-poscar", "bad-objective"])
+def test_fast_evaluation_gives_the_servers_fast_number(server, tmp_path):
+    """``evaluation = fast`` at its default spacing, embedded, equals the server's fast screening."""
+    candidate = structures()["h4_tet"].to(fmt="poscar")
+    value = xtalopt_run(tmp_path / "fast", candidate, ELFSCREEN_OBJECTIVE_EVALUATION="fast")
+    with Client(server) as client:
+        expected = client.screen(str(poscar_path(tmp_path, structures()["h4_tet"])), {"evaluation": "fast"},
+                                 name="h4", format="poscar")
+    assert expected["grid"]["source"] == "predicted-fast"
+    assert value == expected["phi"]
+
+
+@pytest.mark.parametrize("env", [{}, {"ELFSCREEN_OBJECTIVE": "entropy"}, {"ELFSCREEN_OBJECTIVE_EVALUATION": "dft"}],
+                         ids=["bad-poscar", "bad-objective", "bad-evaluation"])
 def test_failures_write_nan_and_log_why(server, tmp_path, env):
     poscar = "H4\n1.0\n3 0 0\n0 3 0\n0 0 3\nH\n4\ndirect\n0 0 0\n" if not env else structures()["h4_tet"].to(fmt="poscar")
     value = xtalopt_run(tmp_path / "bad", poscar, ELFSCREEN_SERVER=server, **env)
     assert math.isnan(value)
     log = (tmp_path / "bad" / "elfscreen-objective.log").read_text()
-    assert "ERROR" in log and ("output.POSCAR" in log if not env else "'entropy'" in log)
+    assert "ERROR" in log and ("output.POSCAR" in log if not env else ("'entropy'" in log or "'dft'" in log))
 
 
 def test_help_prints_usage_and_writes_nothing(tmp_path):

@@ -18,7 +18,9 @@ objective   ELFSCREEN_OBJECTIVE              ``phi``, ``phi_star``, ``tc`` (K), 
 outfile     ELFSCREEN_OBJECTIVE_OUTFILE      the OUTFILE of the XtalOpt line (``elfscreen.out``)
 server      ELFSCREEN_SERVER                 service URL; empty: the pipeline runs in this process
 api_key     ELFSCREEN_API_KEY                API key of the service
-spacing     ELFSCREEN_OBJECTIVE_SPACING      grid spacing in Å (0.1)
+evaluation  ELFSCREEN_OBJECTIVE_EVALUATION   ``grid``, ``fast`` or ``adaptive`` (``elfscreen screen``'s default,
+                                             ``--fast``, ``--adaptive``; ``grid``)
+spacing     ELFSCREEN_OBJECTIVE_SPACING      grid spacing in Å (unset: the evaluation's, 0.1 for ``grid``)
 tc_model    ELFSCREEN_OBJECTIVE_TC_MODEL     Tc relation (belli2021)
 hdos        ELFSCREEN_OBJECTIVE_HDOS         H share of the DOS at E_F, (0, 1] (unset: 1 assumed)
 detach      ELFSCREEN_OBJECTIVE_DETACH       ``yes``: return at once and write OUTFILE later (``no``)
@@ -39,8 +41,10 @@ from pathlib import Path
 
 CONFIG_NAME = "elfscreen-objective.conf"
 POSCAR = "output.POSCAR"
-DEFAULTS = {"objective": "phi", "outfile": "elfscreen.out", "server": "", "api_key": "", "spacing": "0.1",
-            "tc_model": "belli2021", "hdos": "", "detach": "no", "timeout": "3600", "log": "elfscreen-objective.log"}
+DEFAULTS = {"objective": "phi", "outfile": "elfscreen.out", "server": "", "api_key": "", "evaluation": "grid",
+            "spacing": "", "tc_model": "belli2021", "hdos": "", "detach": "no", "timeout": "3600",
+            "log": "elfscreen-objective.log"}
+EVALUATIONS = ("grid", "fast", "adaptive")  # model.options.EVALUATIONS, without importing the model here
 SHARED_ENV = {"objective": "ELFSCREEN_OBJECTIVE", "server": "ELFSCREEN_SERVER", "api_key": "ELFSCREEN_API_KEY"}
 QUANTITIES = {"phi": lambda r: r["phi"], "phi_star": lambda r: r["phi_star"], "tc": lambda r: r["tc"]["value_k"]}
 RULE = re.compile(r"^\s*(phi_star|phi|tc)\s*(>=|<=|>|<)\s*([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
@@ -113,7 +117,9 @@ def screen_poscar(cwd: Path, conf: dict[str, str]) -> dict:
     """Screen ``output.POSCAR`` of ``cwd`` as configured; the ScreeningResult JSON."""
     from elfscreen.client import Client
 
-    options = {"spacing_a": float(conf["spacing"]), "tc_model": conf["tc_model"]}
+    options = {"evaluation": conf["evaluation"], "tc_model": conf["tc_model"]}
+    if conf["spacing"]:
+        options["spacing_a"] = float(conf["spacing"])
     if conf["hdos"]:
         options["h_dos"] = float(conf["hdos"])
     with Client(conf["server"] or None, conf["api_key"] or None) as client:
@@ -138,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conf = {**DEFAULTS, **file_settings(cwd), **env_settings()}
         parse_objective(conf["objective"])
+        if conf["evaluation"] not in EVALUATIONS:
+            raise ValueError(f"evaluation {conf['evaluation']!r}: use one of {', '.join(EVALUATIONS)}")
         problem = None
     except (OSError, ValueError) as exc:
         conf, problem = {**DEFAULTS, **env_settings()}, exc
