@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +63,19 @@ NETWORK_ROWS = 16384  # rows per network call (a few thousand selected rows per 
 FEATURE_CACHE_MB = 1024.0  # the largest grid descriptor :func:`member_estimate_grid` keeps (≈ 1.6M points)
 
 
+_FLOAT64_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # network → (weights' versions, copy)
+
+
+def _float64_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """A float64 CPU copy of ``net``, made once per network and state of its weights (a copy costs ~15 ms
+    per member, on every screening otherwise); weights changed in place since (training) make a new one."""
+    versions = tuple(t._version for t in net.parameters())
+    kept = _FLOAT64_COPIES.get(net)
+    if kept is None or kept[0] != versions:
+        kept = _FLOAT64_COPIES[net] = (versions, copy.deepcopy(net).cpu().double().eval())
+    return kept[1]
+
+
 class ModelField(SmoothField):
     """The ensemble-mean ELF of ``model`` on ``structure`` at any point, in float64 with its Cartesian
     gradient (per Å) and Hessian (per Å²) by autograd through the descriptor and the network.
@@ -84,7 +98,7 @@ class ModelField(SmoothField):
         self.mean = model.feature_mean.detach().cpu().double()
         self.std = model.feature_std.detach().cpu().double()
         chosen = range(len(model.members)) if members is None else members
-        self.nets = [copy.deepcopy(model.members[k]).cpu().double().eval() for k in chosen]
+        self.nets = [_float64_copy(model.members[k]) for k in chosen]
 
     def elf(self, cart: torch.Tensor) -> torch.Tensor:
         """ELF (P,) at Cartesian points (P, 3) in Å (a float64 tensor; differentiable)."""

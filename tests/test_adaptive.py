@@ -252,3 +252,25 @@ def test_cli_screen_fast(tmp_path):
     both = subprocess.run([sys.executable, "-m", "elfscreen.app.cli", "screen", "--fast", "--adaptive", str(path)],
                           capture_output=True, text=True, env=env)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_model_field_follows_weights_changed_in_place():
+    """The float64 networks are copied once per state of the weights: a field built after an in-place
+    change (a training step) sees the new weights, one built before keeps the old."""
+    import torch
+    from elfscreen.model.network import ElfModel
+
+    structure, _ = load_entry(ROOT / CELLS["crystal-8"])
+    model = ElfModel.untrained(n_members=1)
+    frac = np.array([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]])
+    before = ModelField(structure, model)
+    old = before.value(frac)
+    assert np.array_equal(ModelField(structure, model).value(frac), old)
+    with torch.no_grad():
+        model.members[0].layers[-1].bias.add_(1.0)
+    new = ModelField(structure, model).value(frac)
+    assert np.all(new > old + 1e-3)
+    assert np.array_equal(before.value(frac), old)
+    grid = predict_grid(structure, model, shape=(8, 8, 8)).grid
+    corner = ModelField(structure, model).value(np.zeros((1, 3)))
+    assert abs(corner[0] - grid.values[0, 0, 0]) < 2e-4
