@@ -49,9 +49,11 @@ G_CUT = 60.0  # Å⁻¹: reciprocal vectors kept (measured: max error ≤ 1e-4 o
 CORE_THRESHOLD = 1e-6  # g_n(0) below which a radial function needs no core
 TABLE_REACH = 1.6  # the tables reach 1.6·G_CUT, for the tails that set the per-function cuts
 TABLE_STEP = 0.02  # Å⁻¹ between tabulated |G| of the Hankel transforms (cubic interpolation)
-# largest block of features per chunk: the power spectrum reads and writes its block once per m, so the
-# block must stay in cache (hydride-v1, La4H40: 16,384 points (36 MiB) 0.145 s, 8,192 points 0.042 s)
-FEATURE_BLOCK_MB = 16.0
+# largest block of features per chunk, so that it stays in cache while it is written and read: torch's
+# power spectrum reads and writes its block once per m (hydride-v1, La4H40: 16,384 points (36 MiB) 0.145 s,
+# 8,192 points 0.042 s); the compiled one writes each feature once, but a block beyond the cache still
+# costs the memory traffic (hydride-v1, the whole La4H40 grid: 16 MiB 0.048 s, 4 MiB 0.032 s, 1 MiB 0.030 s)
+FEATURE_BLOCK_MB = {"torch": 16.0, "compiled": 4.0}
 
 
 def _switch(r2_over_core2):
@@ -279,15 +281,25 @@ def iter_describe_grid(structure: Structure, shape: tuple[int, int, int], params
     rows, n_points = c.shape
     size = torch.finfo(dtype).bits // 8
     step = max(1, min(chunk_points, int(max_chunk_mb * 2**20 // ((rows + 3 * params.n_features) * size)),
-                      int(FEATURE_BLOCK_MB * 2**20 // (params.n_features * size))))
+                      int(FEATURE_BLOCK_MB["compiled" if use_compiled else "torch"] * 2**20
+                          // (params.n_features * size))))
     view = c.view(-1, params.n_radial, (params.l_max + 1) ** 2, n_points)
     # one buffer for the chunks' features: fresh memory each chunk costs the kernel's page faults and
     # zeroing (~0.03 s of 0.22 s for H64); the consumer uses a chunk before it asks for the next
     buffer = torch.empty((params.n_features, step), dtype=c.dtype, device=c.device) if n_points >= step else None
+    if use_compiled:
+        from elfscreen.model.descriptor_grid_kernel import power_spectrum
+
+        plan = _power_spectrum_plan(params, field, scale, dtype)
     for a in range(0, n_points, step):
         b = min(n_points, a + step)
         out = buffer if b - a == step else None
-        yield np.arange(a, b), power_spectrum_channels(view[..., a:b], params, field, scale, out).T
+        if not use_compiled:
+            yield np.arange(a, b), power_spectrum_channels(view[..., a:b], params, out=out).T
+            continue
+        out = torch.empty((params.n_features, b - a), dtype=c.dtype) if out is None else out
+        power_spectrum(c.numpy(), a, b, *plan, out.numpy())
+        yield np.arange(a, b), out.T
 
 
 def density_basis(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -396,46 +408,51 @@ def _inverse_fft(spectrum: np.ndarray, shape: tuple[int, int, int], cuts: np.nda
     return scipy.fft.irfft(spectrum, n=shape[2], axis=3, norm="forward", workers=1)
 
 
-def power_spectrum_channels(c: torch.Tensor, params: DescriptorParams, field: np.ndarray | None = None,
-                            scale: np.ndarray | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``model.descriptor.power_spectrum`` for point-last coefficients c (n_fields, n_radial, n_lm, p):
-    features (n_features, p), the same order, accumulated as rows × rows products over m (no tiny matrices).
-    Without ``field``, the fields are the channels; with it, channel a is scale[a]·c[field[a]] (field −1:
-    zero, features left zero), so a block of features is a multiple of one already computed when its two
-    channels are multiples of the same fields (hydride-v1 on a one-metal hydride: χ·La and r_cov·La).
+def _power_spectrum_plan(params: DescriptorParams, field: np.ndarray, scale: np.ndarray, dtype: torch.dtype
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The products the compiled power spectrum computes and the feature rows each one gives (features in
+    ``power_spectrum_channels``'s order): products (k, 3) (first coefficient row of (field a, n), of
+    (field b, n'), l), first (k + 1,),
+    targets, factors: the rows of product p are targets[first[p]:first[p + 1]], each its multiple by
+    factors (scale[a]·scale[b]; a block whose channels are multiples of the same fields as an earlier
+    one reuses its products). Rows of a channel no atom weighs (field −1) are in no list."""
+    n, n_lm = params.n_radial, (params.l_max + 1) ** 2
+    products: dict[tuple[int, int, int], list[tuple[int, float]]] = {}
+    row = 0
+    for l in range(params.l_max + 1):
+        for a, b in params.channel_pairs:
+            fa, fb, factor = int(field[a]), int(field[b]), float(scale[a] * scale[b])
+            for i in range(n):
+                for j in range(i if a == b else 0, n):
+                    if fa >= 0 and fb >= 0:
+                        products.setdefault(((fa * n + i) * n_lm, (fb * n + j) * n_lm, l), []).append((row, factor))
+                    row += 1
+    first = np.cumsum([0] + [len(t) for t in products.values()])
+    targets = np.array([r for t in products.values() for r, _ in t], dtype=np.int64)
+    factors = np.array([f for t in products.values() for _, f in t],
+                       dtype=np.float64 if dtype == torch.float64 else np.float32)
+    return np.array(list(products), dtype=np.int64).reshape(-1, 3), first.astype(np.int64), targets, factors
+
+
+def power_spectrum_channels(c: torch.Tensor, params: DescriptorParams, out: torch.Tensor | None = None
+                            ) -> torch.Tensor:
+    """``model.descriptor.power_spectrum`` for point-last coefficients c (n_channels, n_radial, n_lm, p):
+    features (n_features, p), the same order, accumulated as rows × rows products over m (no tiny matrices;
+    the torch path's, on any device: the compiled path's kernel is ``descriptor_grid_kernel.power_spectrum``).
     ``out``: a contiguous (n_features, p) tensor to write into (every row is written), else a new one."""
     n, p = params.n_radial, c.shape[-1]
-    if field is None:
-        field, scale = np.arange(params.n_channels), np.ones(params.n_channels)
     if out is None:
         out = torch.empty((params.n_features, p), dtype=c.dtype, device=c.device)
     row = 0
     for l in range(params.l_max + 1):
-        done: dict[tuple[int, int, bool], tuple[int, float]] = {}  # (field a, field b, same channel) → row, scale
         for a, b in params.channel_pairs:
-            size = n * (n + 1) // 2 if a == b else n * n
-            fa, fb, factor = int(field[a]), int(field[b]), float(scale[a] * scale[b])
-            if fa < 0 or fb < 0:
-                out[row:row + size].zero_()
-                row += size
-                continue
-            key = (fa, fb, a == b)
-            if key in done:
-                at, was = done[key]
-                torch.mul(out[at:at + size], factor / was, out=out[row:row + size])
-                row += size
-                continue
-            done[key] = (row, factor)
-            start = row
             for i in range(n):
                 first = i if a == b else 0  # same channel: n ≤ n' only
                 block = out[row:row + n - first]
-                torch.mul(c[fa, i, l * l], c[fb, first:, l * l], out=block)
+                torch.mul(c[a, i, l * l], c[b, first:, l * l], out=block)
                 for m in range(l * l + 1, (l + 1) ** 2):
-                    block.addcmul_(c[fa, i, m], c[fb, first:, m])
+                    block.addcmul_(c[a, i, m], c[b, first:, m])
                 row += n - first
-            if factor != 1.0:
-                out[start:row].mul_(factor)
     return out
 
 

@@ -230,3 +230,41 @@ def add_core(c, pos, weights, offsets, step, shape, n_core, sigma, r_cut, core_a
                             for i in range(m):
                                 c[row, point[i]] += w * radial[n, i] * ylm[lm, i]
                 m = 0
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def power_spectrum(c, start, stop, products, first, targets, factors, out):
+    """out[t, q − start] = factors[t]·Σ_m c[row_a + l² + m, q]·c[row_b + l² + m, q] for the points
+    start ≤ q < stop, each product computed once and written to every feature row it gives.
+
+    c (rows, n_points), rows in blocks of n_lm = out's (l_max + 1)² per (field, radial function);
+    products (k, 3) int: (row_a, row_b, l), the first rows of the two blocks and l; the feature rows of
+    product p are targets[first[p]:first[p + 1]] with their factors (a row of a channel no atom weighs
+    is in no list: it is written zero here); out (n_features, ≥ stop − start).
+    The points run in blocks that keep their coefficients in cache; each product's sum over m is
+    accumulated in a block-long vector and written once per feature (no read-back of the output).
+    """
+    block = 512
+    listed = np.zeros(out.shape[0], dtype=np.bool_)
+    for t in targets:
+        listed[t] = True
+    acc = np.empty(block, dtype=out.dtype)
+    for a in range(start, stop, block):
+        b = min(stop, a + block)
+        m = b - a
+        for t in range(out.shape[0]):
+            if not listed[t]:
+                out[t, a - start:b - start] = 0
+        for p in range(products.shape[0]):
+            ra, rb, l = products[p, 0], products[p, 1], products[p, 2]
+            x, y = c[ra + l * l, a:b], c[rb + l * l, a:b]
+            for q in range(m):
+                acc[q] = x[q] * y[q]
+            for lm in range(l * l + 1, (l + 1) * (l + 1)):
+                x, y = c[ra + lm, a:b], c[rb + lm, a:b]
+                for q in range(m):
+                    acc[q] += x[q] * y[q]
+            for k in range(first[p], first[p + 1]):
+                o, f = out[targets[k], a - start:b - start], factors[k]
+                for q in range(m):
+                    o[q] = f * acc[q]

@@ -9,7 +9,8 @@ from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
 from elfscreen.model.descriptor import HYDRIDE_V1, PAPER_V1, atom_channels, describe
-from elfscreen.model.descriptor_grid import _inverse_fft, density_basis, describe_grid, iter_describe_grid
+from elfscreen.model.descriptor_grid import (_inverse_fft, compiled_coefficients, density_basis, describe_grid,
+                                            iter_describe_grid, power_spectrum_channels)
 from elfscreen.model.elements import UnsupportedElementError
 from elfscreen.model.errors import InputError
 from elfscreen.model.network import CheckpointError, ElfModel
@@ -91,6 +92,26 @@ def test_density_basis_rebuilds_the_channels():
     basis, field, scale = density_basis(weights)
     assert basis.shape == (28, 1) and list(field) == [0, -1, -1]
     assert np.allclose(_channels(basis, field, scale), weights)
+
+
+@pytest.mark.parametrize("structure", [
+    Structure(Lattice.cubic(3.3), ["La", "H", "H", "H"],
+              [[0, 0, 0], [0.5, 0.5, 0.5], [0.2, 0.3, 0.1], [0.7, 0.1, 0.4]]),
+    CELLS["fluid"](), CELLS["hydride"]()], ids=["La-H: 2 fields", "H: metal channels zero", "La-B-H: 3 fields"])
+def test_compiled_power_spectrum_equals_the_channel_by_channel_one(structure):
+    # the compiled kernel computes each product of fields once and writes its multiples (χ²·p^LaLa, …) and the
+    # zero rows; torch's computes every channel pair of the channels rebuilt from the fields
+    shape = (7, 8, 9)
+    c, field, scale = compiled_coefficients(structure, shape, HYDRIDE_V1, dtype=torch.float64)
+    fields = torch.from_numpy(c).view(-1, HYDRIDE_V1.n_radial, 9, int(np.prod(shape)))
+    channels = torch.stack([scale[a] * fields[f] if f >= 0 else torch.zeros_like(fields[0])
+                            for a, f in enumerate(field)])
+    expected = power_spectrum_channels(channels, HYDRIDE_V1).T.numpy()
+    seen = np.zeros(len(expected), dtype=int)
+    for idx, feats in iter_describe_grid(structure, shape, HYDRIDE_V1, dtype=torch.float64, max_chunk_mb=0.5):
+        seen[idx] += 1
+        assert np.allclose(feats.numpy(), expected[idx], rtol=1e-12, atol=1e-14 * np.abs(expected).max())
+    assert (seen == 1).all() and np.abs(expected).max() > 0
 
 
 def test_grid_chunks_cover_every_point_once_in_c_order():
