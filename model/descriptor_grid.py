@@ -365,9 +365,11 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
     phase = np.array([(1j) ** l * 4 * math.pi / volume for l in l_of], dtype=np.complex128)
     spectrum = np.zeros((rows, *shape[:2], shape[2] // 2 + 1), dtype=np.complex128 if real == np.float64
                         else np.complex64)
-    kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64), _hankel_table(params, core_a, g_cut),
-                        TABLE_STEP, radial_cuts(params, core_a, g_cut), l_of, phase, mono_exp, harm_at, harm_w,
-                        spectrum)
+    # the spectra's terms in their own precision (float32: twice the vector width; 1e-7 relative)
+    kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64),
+                        _hankel_table(params, core_a, g_cut).astype(real), TABLE_STEP,
+                        radial_cuts(params, core_a, g_cut), l_of, phase.astype(spectrum.dtype), mono_exp, harm_at,
+                        harm_w.astype(real), spectrum)
     del s_half
     c = _inverse_fft(spectrum, shape, radial_cuts(params, core_a, g_cut), np.linalg.norm(lattice, axis=1),
                      n_lm).reshape(rows, n_points)

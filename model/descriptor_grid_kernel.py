@@ -49,10 +49,11 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
     gmax = cuts.max()
     at = np.empty(width, dtype=np.int64)  # i2 of the kept vectors of the line
     gl = np.empty(width)
-    unit = np.empty((3, width))
-    powers = np.empty((3, l_max + 1, width))
-    ylm = np.empty((n_lm, width))
-    hval = np.empty((l_max + 1, n_radial, width))
+    real = table.dtype  # the line's terms in the table's precision (float32 tables: twice the vector width)
+    unit = np.empty((3, width), dtype=real)
+    powers = np.empty((3, l_max + 1, width), dtype=real)
+    ylm = np.empty((n_lm, width), dtype=real)
+    hval = np.empty((l_max + 1, n_radial, width), dtype=real)
     amp = np.empty((n_lm, width), dtype=out.dtype)
     line = np.empty((rows, width), dtype=out.dtype)
     plus_q = np.empty(width, dtype=np.int64)  # vectors of the line whose bin (of G, of −G) is stored, and the bin
@@ -61,93 +62,110 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
     minus_at = np.empty(width, dtype=np.int64)
     n1, n2, n3 = shape[0], shape[1], shape[2]
     stored = n3 // 2
-    for i0 in range(reach[0] + 1):
-        for i1 in range(2 * reach[1] + 1):
-            h1 = i1 - reach[1]
-            if i0 == 0 and h1 < 0:
+    # the lines in the order of their bins, each bin (b0, b1) next to its mirror (−b0, −b1): a line writes
+    # its G to the one and its −G to the other, so the two bins' rows (all aliases' writes) are read and
+    # written while in cache instead of once per visit
+    order = np.empty(((reach[0] + 1) * (2 * reach[1] + 1), 2), dtype=np.int64)
+    n_lines = 0
+    for b0 in range(n1 // 2 + 1):
+        c0 = (-b0) % n1
+        for b1 in range(n2):
+            c1 = (-b1) % n2
+            if c0 == b0 and c1 < b1:
+                continue  # a bin of a self-mirror plane: taken with its mirror at (b0, c1)
+            for side in range(1 if (c0 == b0 and c1 == b1) else 2):
+                x0, x1 = (b0, b1) if side == 0 else (c0, c1)
+                for i0 in range(x0, reach[0] + 1, n1):
+                    for h1 in range(x1 - ((x1 + reach[1]) // n2) * n2, reach[1] + 1, n2):
+                        order[n_lines, 0], order[n_lines, 1] = i0, h1
+                        n_lines += 1
+    for line_at in range(n_lines):
+        i0, h1 = order[line_at, 0], order[line_at, 1]
+        i1 = h1 + reach[1]
+        if i0 == 0 and h1 < 0:
+            continue
+        count = n_plus = n_minus = 0
+        for i2 in range(width):
+            h2 = i2 - reach[2]
+            if i0 == 0 and h1 == 0 and h2 < 0:
                 continue
-            count = n_plus = n_minus = 0
-            for i2 in range(width):
-                h2 = i2 - reach[2]
-                if i0 == 0 and h1 == 0 and h2 < 0:
-                    continue
-                gx = i0 * recip[0, 0] + h1 * recip[1, 0] + h2 * recip[2, 0]
-                gy = i0 * recip[0, 1] + h1 * recip[1, 1] + h2 * recip[2, 1]
-                gz = i0 * recip[0, 2] + h1 * recip[1, 2] + h2 * recip[2, 2]
-                g = np.sqrt(gx * gx + gy * gy + gz * gz)
-                if g > gmax:
-                    continue
-                inv = 1.0 / g if g > 0 else 0.0  # G = 0: l = 0 only (H_l>0(0) = 0 anyway)
-                unit[0, count], unit[1, count], unit[2, count] = gx * inv, gy * inv, gz * inv
-                gl[count] = g
-                at[count] = i2
-                b2, m2 = h2 % n3, (-h2) % n3
-                if b2 <= stored:
-                    plus_q[n_plus], plus_at[n_plus] = count, b2
-                    n_plus += 1
-                if g > 0 and m2 <= stored:
-                    minus_q[n_minus], minus_at[n_minus] = count, m2
-                    n_minus += 1
-                count += 1
-            if count == 0:
+            gx = i0 * recip[0, 0] + h1 * recip[1, 0] + h2 * recip[2, 0]
+            gy = i0 * recip[0, 1] + h1 * recip[1, 1] + h2 * recip[2, 1]
+            gz = i0 * recip[0, 2] + h1 * recip[1, 2] + h2 * recip[2, 2]
+            g = np.sqrt(gx * gx + gy * gy + gz * gz)
+            if g > gmax:
                 continue
-            gmin = gl[0]
-            for q in range(1, count):
-                gmin = min(gmin, gl[q])  # radial functions cut below the line's smallest |G| are all zero on it
-            # the line's harmonics, term by term over its vectors
-            for a in range(3):
-                for q in range(count):
-                    powers[a, 0, q] = 1.0
-                for e in range(1, l_max + 1):
-                    for q in range(count):
-                        powers[a, e, q] = powers[a, e - 1, q] * unit[a, q]
-            for lm in range(n_lm):
-                for q in range(count):
-                    ylm[lm, q] = 0.0
-            for h in range(harm_w.shape[0]):
-                k, lm, w = harm_at[h, 0], harm_at[h, 1], harm_w[h]
-                ea, eb, ec = mono_exp[k, 0], mono_exp[k, 1], mono_exp[k, 2]
-                for q in range(count):
-                    ylm[lm, q] += w * powers[0, ea, q] * powers[1, eb, q] * powers[2, ec, q]
-            # cubic (4-point Lagrange) interpolation of the table, zero beyond each function's cut
+            inv = 1.0 / g if g > 0 else 0.0  # G = 0: l = 0 only (H_l>0(0) = 0 anyway)
+            unit[0, count], unit[1, count], unit[2, count] = gx * inv, gy * inv, gz * inv
+            gl[count] = g
+            at[count] = i2
+            b2, m2 = h2 % n3, (-h2) % n3
+            if b2 <= stored:
+                plus_q[n_plus], plus_at[n_plus] = count, b2
+                n_plus += 1
+            if g > 0 and m2 <= stored:
+                minus_q[n_minus], minus_at[n_minus] = count, m2
+                n_minus += 1
+            count += 1
+        if count == 0:
+            continue
+        gmin = gl[0]
+        for q in range(1, count):
+            gmin = min(gmin, gl[q])  # radial functions cut below the line's smallest |G| are all zero on it
+        # the line's harmonics, term by term over its vectors
+        for a in range(3):
             for q in range(count):
-                x = gl[q] / table_step
-                j = min(max(int(np.floor(x)), 1), n_g - 3)
-                t = x - j
-                w0 = -t * (t - 1) * (t - 2) / 6
-                w1 = (t + 1) * (t - 1) * (t - 2) / 2
-                w2 = -(t + 1) * t * (t - 2) / 2
-                w3 = (t + 1) * t * (t - 1) / 6
-                for l in range(l_max + 1):
-                    for n in range(n_radial):
-                        if cuts[n] < gmin:
-                            continue
-                        v = 0.0
-                        if gl[q] <= cuts[n]:
-                            v = (w0 * table[j - 1, l, n] + w1 * table[j, l, n]
-                                 + w2 * table[j + 1, l, n] + w3 * table[j + 2, l, n])
-                        hval[l, n, q] = v
-            for k in range(n_basis):
-                for lm in range(n_lm):
-                    for q in range(count):
-                        amp[lm, q] = s_half[i0, i1, at[q], k] * phase[lm] * ylm[lm, q]
+                powers[a, 0, q] = 1.0
+            for e in range(1, l_max + 1):
+                for q in range(count):
+                    powers[a, e, q] = powers[a, e - 1, q] * unit[a, q]
+        for lm in range(n_lm):
+            for q in range(count):
+                ylm[lm, q] = 0.0
+        for h in range(harm_w.shape[0]):
+            k, lm, w = harm_at[h, 0], harm_at[h, 1], harm_w[h]
+            ea, eb, ec = mono_exp[k, 0], mono_exp[k, 1], mono_exp[k, 2]
+            for q in range(count):
+                ylm[lm, q] += w * powers[0, ea, q] * powers[1, eb, q] * powers[2, ec, q]
+        # cubic (4-point Lagrange) interpolation of the table, zero beyond each function's cut
+        for q in range(count):
+            x = gl[q] / table_step
+            j = min(max(int(np.floor(x)), 1), n_g - 3)
+            t = x - j
+            w0 = -t * (t - 1) * (t - 2) / 6
+            w1 = (t + 1) * (t - 1) * (t - 2) / 2
+            w2 = -(t + 1) * t * (t - 2) / 2
+            w3 = (t + 1) * t * (t - 1) / 6
+            for l in range(l_max + 1):
                 for n in range(n_radial):
                     if cuts[n] < gmin:
                         continue
-                    row = (k * n_radial + n) * n_lm
-                    for lm in range(n_lm):
-                        l = l_of[lm]
-                        for q in range(count):
-                            line[row + lm, q] = amp[lm, q] * hval[l, n, q]
-            b0, b1 = i0 % n1, h1 % n2
-            m0, m1 = (-i0) % n1, (-h1) % n2
-            for row in range(rows):
-                if cuts[(row // n_lm) % n_radial] < gmin:
+                    v = 0.0
+                    if gl[q] <= cuts[n]:
+                        v = (w0 * table[j - 1, l, n] + w1 * table[j, l, n]
+                             + w2 * table[j + 1, l, n] + w3 * table[j + 2, l, n])
+                    hval[l, n, q] = v
+        for k in range(n_basis):
+            for lm in range(n_lm):
+                for q in range(count):
+                    amp[lm, q] = s_half[i0, i1, at[q], k] * phase[lm] * ylm[lm, q]
+            for n in range(n_radial):
+                if cuts[n] < gmin:
                     continue
-                for i in range(n_plus):
-                    out[row, b0, b1, plus_at[i]] += line[row, plus_q[i]]
-                for i in range(n_minus):
-                    out[row, m0, m1, minus_at[i]] += line[row, minus_q[i]].conjugate()
+                row = (k * n_radial + n) * n_lm
+                for lm in range(n_lm):
+                    l = l_of[lm]
+                    for q in range(count):
+                        line[row + lm, q] = amp[lm, q] * hval[l, n, q]
+        b0, b1 = i0 % n1, h1 % n2
+        m0, m1 = (-i0) % n1, (-h1) % n2
+        for row in range(rows):
+            if cuts[(row // n_lm) % n_radial] < gmin:
+                continue
+            for i in range(n_plus):
+                out[row, b0, b1, plus_at[i]] += line[row, plus_q[i]]
+            for i in range(n_minus):
+                out[row, m0, m1, minus_at[i]] += line[row, minus_q[i]].conjugate()
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
