@@ -134,6 +134,19 @@ def reciprocal_count(structure: Structure, g_cut: float = G_CUT) -> int:
     return int(structure.lattice.volume * g_cut**3 / (6 * math.pi**2))
 
 
+def _cell(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams, g_cut: float):
+    """What both paths start from: (shape as ints, points, lattice rows (Å), volume (Å³), atoms' fractional
+    positions, their channel weights (atoms, n_channels; one channel of 1 for paper-v1), the reciprocal
+    basis (rows, Å⁻¹; G = 2π h·B) and reach: |h_d| ≤ g_cut·|a_d| / 2π holds every |G| ≤ g_cut)."""
+    shape = tuple(int(n) for n in shape)
+    lattice = structure.lattice.matrix
+    sites, weights = atom_channels(structure, params)
+    weights = np.ones((len(sites), 1)) if weights is None else weights
+    recip = 2 * np.pi * np.linalg.inv(lattice).T
+    reach = np.floor(g_cut * np.linalg.norm(lattice, axis=1) / (2 * np.pi)).astype(np.int64)
+    return shape, math.prod(shape), lattice, abs(float(np.linalg.det(lattice))), sites, weights, recip, reach
+
+
 def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams = PAPER_V1,
                       device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
                       max_chunk_mb: float = 256.0, core_a: float = CORE_RADIUS_A,
@@ -142,20 +155,13 @@ def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params:
     is channel a's c_nlm, column the grid point (i, j, k) in C order, at fractional (i/N1, j/N2, k/N3)."""
     dev = pick_device(str(device) if device is not None else None)
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    shape = tuple(int(n) for n in shape)
-    n_points = math.prod(shape)
-    lattice = structure.lattice.matrix
-    volume = abs(float(np.linalg.det(lattice)))
-    sites, weights = atom_channels(structure, params)
-    weights = np.ones((len(sites), 1)) if weights is None else weights
+    shape, n_points, lattice, volume, sites, weights, recip, reach = _cell(structure, shape, params, g_cut)
     n, n_ch, n_lm = params.n_radial, params.n_channels, (params.l_max + 1) ** 2
     c = torch.zeros((n_ch * n * n_lm, n_points), dtype=dtype, device=dev)
     if not len(sites):
         return c
 
-    # reciprocal vectors G = 2π h·B with |G| ≤ g_cut (|h_d| ≤ g_cut·|a_d| / 2π)
-    recip = 2 * np.pi * np.linalg.inv(lattice).T
-    reach = np.floor(g_cut * np.linalg.norm(lattice, axis=1) / (2 * np.pi)).astype(int)
+    # reciprocal vectors G = 2π h·B with |G| ≤ g_cut
     hs = [torch.arange(-m, m + 1, device=dev) for m in reach]
     h = torch.stack(torch.meshgrid(*hs, indexing="ij"), -1).reshape(-1, 3)
     gvec = h.to(torch.float64) @ torch.as_tensor(recip, device=dev)
@@ -336,20 +342,13 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
 
     real = np.float64 if dtype == torch.float64 else np.float32
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    shape = tuple(int(n) for n in shape)
-    n_points = math.prod(shape)
-    lattice = structure.lattice.matrix
-    volume = abs(float(np.linalg.det(lattice)))
-    sites, weights = atom_channels(structure, params)
-    weights = np.ones((len(sites), 1)) if weights is None else weights
+    shape, n_points, lattice, volume, sites, weights, recip, reach = _cell(structure, shape, params, g_cut)
     n, n_lm = params.n_radial, (params.l_max + 1) ** 2
     if not len(sites):
         return np.zeros((n * n_lm, n_points), dtype=real), np.full(params.n_channels, -1), np.zeros(params.n_channels)
     basis, field, scale = density_basis(weights)
     rows = basis.shape[1] * n * n_lm
     # S_k(G) over h0 ≥ 0 (the other half is its conjugate), per-axis phases multiplied as matrices
-    recip = 2 * np.pi * np.linalg.inv(lattice).T
-    reach = np.floor(g_cut * np.linalg.norm(lattice, axis=1) / (2 * np.pi)).astype(np.int64)
     hs = [torch.arange(0 if d == 0 else -reach[d], reach[d] + 1, dtype=torch.float64) for d in range(3)]
     frac = torch.as_tensor(sites, dtype=torch.float64)
     ph = [torch.exp(-2j * math.pi * frac[:, d, None] * hs[d]).to(cdtype) for d in range(3)]
