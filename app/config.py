@@ -53,6 +53,7 @@ class Settings:
     callback_timeout_s: float = 10.0
     callback_allow_private: bool = False  # allow callbacks to loopback/private/link-local addresses
     public_url: str | None = None  # base of the permalinks in responses (https://host/prefix); None: the request's
+    test_process_init_delay_s: float = 0.0  # tests only: a Celery pool process waits this long before it loads the model
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -82,4 +83,5 @@ class Settings:
             callback_timeout_s=_env("CALLBACK_TIMEOUT_S", cls.callback_timeout_s, float),
             callback_allow_private=_env("CALLBACK_ALLOW_PRIVATE", False, _flag),
             public_url=_env("PUBLIC_URL", None),
+            test_process_init_delay_s=_env("TEST_PROCESS_INIT_DELAY_S", 0.0, float),
         )

@@ -144,7 +144,9 @@ _FINISH = (jobs.update().where(jobs.c.id == _B("p_id"), jobs.c.claim == _B("p_to
                    has_grid=_B("p_grid"), claim=None))
 _RESERVE = (jobs.update().where(jobs.c.id.in_(_B("p_ids", expanding=True)), jobs.c.status == "queued")
             .values(claim=_B("p_token"), worker=_B("p_worker"), heartbeat_at=_B("p_now")))
+_RESERVE_UNHELD = _RESERVE.where(jobs.c.claim.is_(None))
 _HEARTBEAT = jobs.update().where(jobs.c.claim.in_(_B("p_tokens", expanding=True))).values(heartbeat_at=_B("p_now"))
+_HEARTBEAT_HELD = _HEARTBEAT.returning(jobs.c.claim)
 _V_HEARTBEAT = (verifications.update().where(verifications.c.claim.in_(_B("p_tokens", expanding=True)))
                 .values(heartbeat_at=_B("p_now")))
 _PUBLISHED = (jobs.update().where(jobs.c.id.in_(_B("p_ids", expanding=True)), jobs.c.status == "queued")
@@ -412,13 +414,16 @@ class Store:
                  for r in rows}
         return [found[i] for i in ids if i in found]
 
-    def reserve(self, job_ids: list[str], worker: str) -> str:
+    def reserve(self, job_ids: list[str], worker: str, *, unheld: bool = False) -> str:
         """Mark the still-queued jobs of ``job_ids`` as held by ``worker`` (one message carries them all)
         under a new token, with a heartbeat; they stay queued until claimed one by one. If the worker
-        dies, their heartbeat goes stale and :meth:`requeue_dead` hands them back to the sweep."""
+        dies, their heartbeat goes stale and :meth:`requeue_dead` hands them back to the sweep. A reservation
+        replaces an older one, except with ``unheld``: then only jobs no token holds are taken (a Celery
+        worker's main process on receiving a message, which must not undo its pool process's reservation)."""
         token, now = new_id(), time.time()
         with self.engine.begin() as c:
-            c.execute(_RESERVE, {"p_ids": list(job_ids), "p_token": token, "p_worker": worker, "p_now": now})
+            c.execute(_RESERVE_UNHELD if unheld else _RESERVE,
+                      {"p_ids": list(job_ids), "p_token": token, "p_worker": worker, "p_now": now})
         return token
 
     def release(self, token: str) -> list[str]:
@@ -457,6 +462,14 @@ class Store:
             with self.engine.begin() as c:
                 c.execute(_HEARTBEAT, {"p_tokens": list(tokens), "p_now": time.time()})
                 c.execute(_V_HEARTBEAT, {"p_tokens": list(tokens), "p_now": time.time()})
+
+    def heartbeat_held(self, tokens: set[str]) -> set[str]:
+        """Refresh the heartbeat of every job held under one of ``tokens``; the tokens that still hold a job
+        (a token on no row was replaced by a claim or another reservation, or its jobs were re-sent)."""
+        if not tokens:
+            return set()
+        with self.engine.begin() as c:
+            return set(c.execute(_HEARTBEAT_HELD, {"p_tokens": list(tokens), "p_now": time.time()}).scalars())
 
     def finish(self, claim: Claim, *, result: dict | None = None, error: dict | None = None,
                grid: np.ndarray | None = None, pipeline_s: float | None = None, worker: str | None = None) -> bool:

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from elfscreen.app.api import create_app
 from elfscreen.app.config import Settings
+from elfscreen.app.store import jobs
 from elfscreen.model.pipeline import load_model, screen_structure
 from elfscreen.model.structures import parse_structure
 from test_service_common import (OPTIONS, SPACING, as_files, comparable, make_checkpoint, many_structures, same,
@@ -70,8 +71,9 @@ def _pings(client) -> bool:
 class Worker:
     """``celery -A elfscreen.worker.celery_app worker`` as a subprocess in its own process group."""
 
-    def __init__(self, broker: str, db_url: str, queue: str, log: Path, concurrency: int = 1):
-        env = {**os.environ, "ELFSCREEN_BROKER_URL": broker, "ELFSCREEN_DB_URL": db_url, "ELFSCREEN_LEASE_S": str(LEASE_S)}
+    def __init__(self, broker: str, db_url: str, queue: str, log: Path, concurrency: int = 1, env: dict | None = None):
+        env = {**os.environ, "ELFSCREEN_BROKER_URL": broker, "ELFSCREEN_DB_URL": db_url, "ELFSCREEN_LEASE_S": str(LEASE_S),
+               **(env or {})}
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "elfscreen.worker.celery_app", "worker", "-Q", queue, "-c", str(concurrency),
@@ -265,6 +267,49 @@ def test_worker_killed_before_claiming_its_single_job_the_sweep_resends_it_after
             done = finished(client, batch["batch_id"])
             assert_exactly_once(client, done)
             assert done["jobs"][0]["attempts"] == 1  # the killed worker's claim never committed
+    finally:
+        for worker in (first, second):
+            if worker:
+                worker.stop()
+
+
+def _job_row(store, job_id: str):
+    with store.engine.connect() as c:
+        return c.execute(sa.select(jobs.c.status, jobs.c.claim, jobs.c.worker, jobs.c.attempts)
+                         .where(jobs.c.id == job_id)).one()
+
+
+def test_worker_killed_while_its_pool_process_starts_the_sweep_resends_the_job_after_the_lease(
+        checkpoint, pg_url, own_redis, tmp_path):
+    """A message that the worker's main process took from Redis while no pool process was ready to run it
+    (a pool process starting: here held 120 s by ELFSCREEN_TEST_PROCESS_INIT_DELAY_S before it loads the
+    model) is reserved by the main process on receipt: the whole worker killed (kill -9 of its group) in that
+    state, the sweep re-sends the job after the lease, not after ``requeue_after_s`` (an hour; the message
+    itself stays unacknowledged in Redis for hours)."""
+    queue = f"slow-{uuid.uuid4().hex[:8]}"  # this test's message alone
+    first = second = None
+    try:
+        with api(own_redis.url, pg_url, queue) as client:
+            batch = submit(client, many_structures(1, seed=71))
+            job_id = batch["jobs"][0]["id"]
+            store = client.app.state.store
+            broker = redis.Redis(port=own_redis.port)
+            assert wait_for(lambda: broker.llen(queue), lambda n: n == 1, 10, 0.05) == 1
+            log = tmp_path / "w-slow.log"
+            first = Worker(own_redis.url, pg_url, queue, log, env={"ELFSCREEN_TEST_PROCESS_INIT_DELAY_S": "120"})
+            assert wait_for(lambda: broker.llen(queue), lambda n: n == 0, 90, 0.05) == 0, log.read_text()[-3000:]
+            # the main process holds the message; it reserves the job within milliseconds (the old code never did)
+            held = wait_for(lambda: _job_row(store, job_id), lambda r: r.claim is not None, 5, 0.05)
+            first.kill9()
+            after = _job_row(store, job_id)
+            assert after.status == "queued" and after.attempts == 0, (after, log.read_text()[-3000:])  # never claimed
+            second = Worker(own_redis.url, pg_url, queue, tmp_path / "w-slow-2.log")
+            events = wait_for(lambda: store.event_counts(job_id), lambda e: "requeued" in e, LEASE_S + 20, 0.2)
+            assert events.get("requeued") == 1, (events, held, "not re-sent within the lease (+20 s) of the kill")
+            assert held.worker.endswith(f":{first.proc.pid}"), held  # reserved by the main process
+            done = finished(client, batch["batch_id"])
+            assert_exactly_once(client, done)
+            assert done["jobs"][0]["attempts"] == 1
     finally:
         for worker in (first, second):
             if worker:

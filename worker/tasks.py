@@ -6,18 +6,22 @@ structure was parsed and validated once, at submission; the store holds it as JS
 
 Each worker process loads the ELF model once, when it starts, and keeps one store connection pool.
 Only transient failures are retried (the job store unreachable); a bad structure or model fails its
-job with the validation message and is not retried.
+job with the validation message and is not retried. The worker's main process reserves the jobs of each
+screening message as it receives it (:class:`~elfscreen.app.heartbeat.Receipts`, its own store), before a
+pool process takes the message.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from functools import lru_cache
 
-from celery.signals import worker_process_init
+from celery.signals import task_received, worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from elfscreen.app.config import Settings
+from elfscreen.app.heartbeat import Receipts
 from elfscreen.app.jobs import run_batch, run_jobs
 from elfscreen.app.store import Store
 from elfscreen.app.verification import DFT_NICE, run_verification
@@ -37,11 +41,27 @@ def store() -> Store:
 
 @worker_process_init.connect
 def _load_model(**_) -> None:
+    time.sleep(SETTINGS.test_process_init_delay_s)  # 0 but in tests: a pool process that is slow to start
     try:
         get_model(SETTINGS.device)
         store()
     except InputError as err:  # no model installed: every job will fail with this message
         log.error("%s", err)
+
+
+@lru_cache(maxsize=1)
+def receipts() -> Receipts:
+    """The main process's reservations of received messages (never used by a pool process)."""
+    return Receipts(SETTINGS.db_url, max(SETTINGS.lease_s / 4, 0.5))
+
+
+@task_received.connect
+def _reserve_received(request=None, **_) -> None:
+    """The main process, on receiving a screening message: reserve its jobs (their ids: the message's one
+    argument), so they come back after the lease should the whole worker die before a pool process takes it."""
+    if request.name in (TASK_NAME, MANY_TASK, BATCH_TASK):
+        job_ids = [request.args[0]] if request.name == TASK_NAME else request.args[0]
+        receipts().reserve(job_ids, f"{request.hostname}:{os.getpid()}")
 
 
 RETRY = {"bind": True, "autoretry_for": (OperationalError, InterfaceError), "retry_backoff": True,
