@@ -413,10 +413,10 @@ def _power_spectrum_plan(params: DescriptorParams, field: np.ndarray, scale: np.
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The products the compiled power spectrum computes and the feature rows each one gives (features in
     ``power_spectrum_channels``'s order): products (k, 3) (first coefficient row of (field a, n), of
-    (field b, n'), l), first (k + 1,),
-    targets, factors: the rows of product p are targets[first[p]:first[p + 1]], each its multiple by
-    factors (scale[a]·scale[b]; a block whose channels are multiples of the same fields as an earlier
-    one reuses its products). Rows of a channel no atom weighs (field −1) are in no list."""
+    (field b, n'), l); first (k + 1,), targets, factors: the rows of product p are
+    targets[first[p]:first[p + 1]], each that product times its factor (scale[a]·scale[b], dimensionless;
+    a block whose channels are multiples of the same fields as an earlier one reuses its products). Rows of
+    a channel no atom weighs (field −1) are in no list."""
     n, n_lm = params.n_radial, (params.l_max + 1) ** 2
     products: dict[tuple[int, int, int], list[tuple[int, float]]] = {}
     row = 0
