@@ -45,6 +45,7 @@ class Settings:
     parse_timeout_s: float = 10.0  # per structure, in the sandbox
     parse_memory_mb: int = 1024  # address space of a sandbox process
     task_time_limit_s: float = 900.0  # hard limit of one job in a Celery worker
+    process_start_s: float = 300.0  # a Celery pool process may take this long to start (it loads the model first)
     dft_workers: int = 1  # processes of the embedded DFT pool (one pw.x each)
     dft_time_limit_s: float = 3600.0  # hard limit of a DFT verification of ≤ 8 atoms and ≤ 64 k-points; scaled up
     lease_s: float = 60.0  # a running job whose heartbeat is older than this is re-queued
@@ -75,6 +76,7 @@ class Settings:
             parse_timeout_s=_env("PARSE_TIMEOUT_S", cls.parse_timeout_s, float),
             parse_memory_mb=_env("PARSE_MEMORY_MB", cls.parse_memory_mb, int),
             task_time_limit_s=_env("TASK_TIME_LIMIT_S", cls.task_time_limit_s, float),
+            process_start_s=_env("PROCESS_START_S", cls.process_start_s, float),
             dft_workers=_env("DFT_WORKERS", cls.dft_workers, int),
             dft_time_limit_s=_env("DFT_TIME_LIMIT_S", cls.dft_time_limit_s, float),
             lease_s=_env("LEASE_S", cls.lease_s, float),

@@ -316,6 +316,32 @@ def test_worker_killed_while_its_pool_process_starts_the_sweep_resends_the_job_a
                 worker.stop()
 
 
+def test_a_replacement_pool_process_slower_to_start_than_4_s_is_not_killed(checkpoint, pg_url, own_redis, tmp_path):
+    """A pool process killed alone is replaced; the replacement loads the model before it reports ready
+    (here held 6 s by ELFSCREEN_TEST_PROCESS_INIT_DELAY_S). Celery's default worker_proc_alive_timeout (4 s)
+    killed such a replacement again and again, and no job ran; ELFSCREEN_PROCESS_START_S (300 s) lets it start."""
+    queue = f"restart-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "w-restart.log"
+    worker = Worker(own_redis.url, pg_url, queue, log, env={"ELFSCREEN_TEST_PROCESS_INIT_DELAY_S": "6"})
+    try:
+        def children() -> list[int]:
+            out = subprocess.run(["pgrep", "-P", str(worker.proc.pid)], capture_output=True, text=True).stdout
+            return [int(x) for x in out.split()]
+
+        first = wait_for(children, lambda c: len(c) == 1, 30, 0.1)
+        assert len(first) == 1, log.read_text()[-3000:]
+        time.sleep(8)  # the first pool process is up (6 s delay, then the model)
+        os.kill(first[0], signal.SIGKILL)
+        with api(own_redis.url, pg_url, queue) as client:
+            batch = submit(client, many_structures(1, seed=72))
+            done = finished(client, batch["batch_id"], timeout_s=60)
+            assert done["finished"], (done["counts"], log.read_text()[-3000:])
+            assert_exactly_once(client, done)
+        assert "Timed out waiting for UP message" not in log.read_text()
+    finally:
+        worker.stop()
+
+
 def test_gpu_queue_screens_a_message_as_one_batch(checkpoint, pg_url, own_redis, tmp_path):
     """A worker on the gpu queue takes the jobs of a message together (batched prediction; the CPU here)
     with results equal to the one-structure pipeline."""

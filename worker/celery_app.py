@@ -45,6 +45,9 @@ def make_app(settings: Settings) -> Celery:
         accept_content=["json"],
         task_time_limit=settings.task_time_limit_s,  # per job: a message of k jobs is sent with k times it
         task_soft_time_limit=settings.task_time_limit_s * 0.95,
+        # a pool process reports ready only after worker_process_init (the model load, CUDA set-up); Celery's
+        # default of 4 s would kill a slow replacement process again and again
+        worker_proc_alive_timeout=settings.process_start_s,
         # Redis redelivers an unacknowledged message after this; longer than any message, else it would run
         # twice (harmless, but wasted); a lost worker's jobs come back sooner through the sweep
         broker_transport_options={"visibility_timeout": int(settings.task_time_limit_s * max(
