@@ -276,6 +276,9 @@ def test_celery_dft_worker_killed_mid_run_verification_finishes_once(pg_url, own
             assert events == {"created": 1, "claimed": 1, "done": 1, "verify_created": 1, "verify_claimed": 2,
                               "verify_requeued": 1, "verify_done": 1}, events
             assert client.get(f"/v1/screenings/{job_id}/dft.cube").status_code == 200
+        # a dft-only worker never loads the ELF model; the cpu worker does
+        assert "no ELF model loaded" in (tmp_path / "w-dft-2.log").read_text()
+        assert "no ELF model loaded" not in (tmp_path / "w-cpu.log").read_text()
     finally:
         cpu.stop()
         dft.stop()

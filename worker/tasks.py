@@ -4,7 +4,8 @@ one batch (:func:`elfscreen.app.jobs.run_batch`, one network call per round of d
 the DFT verification of one job on the ``dft`` queue (:func:`elfscreen.app.verification.run_verification`). Each job's
 structure was parsed and validated once, at submission; the store holds it as JSON.
 
-Each worker process loads the ELF model once, when it starts, and keeps one store connection pool.
+Each worker process loads the ELF model once, when it starts (not a worker of the ``dft`` queue alone: verifications
+need none), and keeps one store connection pool.
 Only transient failures are retried (the job store unreachable); a bad structure or model fails its
 job with the validation message and is not retried. The worker's main process reserves the jobs of each
 screening message as it receives it (:class:`~elfscreen.app.heartbeat.Receipts`, its own store), before a
@@ -27,7 +28,7 @@ from elfscreen.app.store import Store
 from elfscreen.app.verification import DFT_NICE, run_verification
 from elfscreen.model.errors import InputError
 from elfscreen.model.pipeline import get_model
-from elfscreen.worker.celery_app import BATCH_TASK, MANY_TASK, TASK_NAME, VERIFY_TASK, app
+from elfscreen.worker.celery_app import BATCH_TASK, DFT_QUEUE, MANY_TASK, TASK_NAME, VERIFY_TASK, app
 
 log = logging.getLogger("elfscreen.worker")
 SETTINGS = Settings.from_env()
@@ -43,7 +44,10 @@ def store() -> Store:
 def _load_model(**_) -> None:
     time.sleep(SETTINGS.test_process_init_delay_s)  # 0 but in tests: a pool process that is slow to start
     try:
-        get_model(SETTINGS.device)
+        if set(app.amqp.queues.consume_from or ()) == {DFT_QUEUE}:  # `-Q dft`: verifications need no ELF model
+            log.info("this worker consumes only the %s queue: no ELF model loaded", DFT_QUEUE)
+        else:
+            get_model(SETTINGS.device)
         store()
     except InputError as err:  # no model installed: every job will fail with this message
         log.error("%s", err)
