@@ -26,6 +26,26 @@ if nb.config.CACHE_DIR != os.environ["NUMBA_CACHE_DIR"]:  # numba was imported b
     nb.core.config.reload_config()
 
 
+@nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _harmonics(unit, count, l_max, mono_exp, harm_at, harm_w, powers, ylm):
+    """Real spherical harmonics ``ylm[lm, :count]`` of the unit vectors ``unit[:, :count]``, as sums of
+    monomials x^a y^b z^c (``harm_at``: (monomial, lm) pairs, ``harm_w`` their weights; ``powers`` scratch)."""
+    for a in range(3):
+        for q in range(count):
+            powers[a, 0, q] = 1.0
+        for e in range(1, l_max + 1):
+            for q in range(count):
+                powers[a, e, q] = powers[a, e - 1, q] * unit[a, q]
+    for lm in range(ylm.shape[0]):
+        for q in range(count):
+            ylm[lm, q] = 0.0
+    for h in range(harm_w.shape[0]):
+        k, lm, w = harm_at[h, 0], harm_at[h, 1], harm_w[h]
+        ea, eb, ec = mono_exp[k, 0], mono_exp[k, 1], mono_exp[k, 2]
+        for q in range(count):
+            ylm[lm, q] += w * powers[0, ea, q] * powers[1, eb, q] * powers[2, ec, q]
+
+
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, phase, mono_exp, harm_at, harm_w, out):
     """Add to ``out`` (rows, N1, N2, N3//2 + 1) complex the folded spectra of the real rows (k, n, lm).
@@ -113,20 +133,7 @@ def fold_spectra(s_half, reach, recip, shape, table, table_step, cuts, l_of, pha
         for q in range(1, count):
             gmin = min(gmin, gl[q])  # radial functions cut below the line's smallest |G| are all zero on it
         # the line's harmonics, term by term over its vectors
-        for a in range(3):
-            for q in range(count):
-                powers[a, 0, q] = 1.0
-            for e in range(1, l_max + 1):
-                for q in range(count):
-                    powers[a, e, q] = powers[a, e - 1, q] * unit[a, q]
-        for lm in range(n_lm):
-            for q in range(count):
-                ylm[lm, q] = 0.0
-        for h in range(harm_w.shape[0]):
-            k, lm, w = harm_at[h, 0], harm_at[h, 1], harm_w[h]
-            ea, eb, ec = mono_exp[k, 0], mono_exp[k, 1], mono_exp[k, 2]
-            for q in range(count):
-                ylm[lm, q] += w * powers[0, ea, q] * powers[1, eb, q] * powers[2, ec, q]
+        _harmonics(unit, count, l_max, mono_exp, harm_at, harm_w, powers, ylm)
         # cubic (4-point Lagrange) interpolation of the table, zero beyond each function's cut
         for q in range(count):
             x = gl[q] / table_step
@@ -224,20 +231,7 @@ def add_core(c, pos, weights, offsets, step, shape, n_core, sigma, r_cut, core_a
                 for n in range(n_core):
                     for i in range(m):
                         radial[n, i] *= fixed[n]
-                for a in range(3):
-                    for i in range(m):
-                        powers[a, 0, i] = 1.0
-                    for e in range(1, l_max + 1):
-                        for i in range(m):
-                            powers[a, e, i] = powers[a, e - 1, i] * unit[a, i]
-                for lm in range(n_lm):
-                    for i in range(m):
-                        ylm[lm, i] = 0.0
-                for h in range(harm_w.shape[0]):
-                    k, lm, w = harm_at[h, 0], harm_at[h, 1], harm_w[h]
-                    ea, eb, ec = mono_exp[k, 0], mono_exp[k, 1], mono_exp[k, 2]
-                    for i in range(m):
-                        ylm[lm, i] += w * powers[0, ea, i] * powers[1, eb, i] * powers[2, ec, i]
+                _harmonics(unit, m, l_max, mono_exp, harm_at, harm_w, powers, ylm)
                 for k in range(weights.shape[1]):
                     w = weights[j, k]
                     if w == 0:
