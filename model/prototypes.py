@@ -44,14 +44,23 @@ class Prototype:
 
     def build(self, substitution: tuple[str, ...], pressure_gpa: float) -> Structure:
         """The primitive cell with ``substitution`` for (A, X), scaled to :func:`volume_guess`."""
-        names = dict(zip(("A", "X"), substitution))
-        species = [names.get(s, s) for s, _ in self.sites]
-        coords = [list(c) for _, c in self.sites]
-        lattice = {"cubic": Lattice.cubic(1.0), "hexagonal": Lattice.hexagonal(1.0, self.c_over_a),
-                   "tetragonal": Lattice.tetragonal(1.0, self.c_over_a)}[self.shape]
-        conv = Structure.from_spacegroup(self.space_group, lattice, species, coords)
-        conv.scale_lattice(volume_guess([s.specie.symbol for s in conv], pressure_gpa))
-        return conv.get_primitive_structure(tolerance=0.01)
+        cell = _primitive(self, tuple(substitution)).copy()
+        cell.scale_lattice(volume_guess([s.specie.symbol for s in cell], pressure_gpa))
+        return cell
+
+
+@lru_cache(maxsize=None)
+def _primitive(proto: Prototype, substitution: tuple[str, ...]) -> Structure:
+    """The primitive cell of ``proto`` with ``substitution``, at the volume of 150 GPa; cached, since
+    pymatgen spends ~0.25 s per call expanding the space group, and only the volume depends on pressure."""
+    names = dict(zip(("A", "X"), substitution))
+    species = [names.get(s, s) for s, _ in proto.sites]
+    coords = [list(c) for _, c in proto.sites]
+    lattice = {"cubic": Lattice.cubic(1.0), "hexagonal": Lattice.hexagonal(1.0, proto.c_over_a),
+               "tetragonal": Lattice.tetragonal(1.0, proto.c_over_a)}[proto.shape]
+    conv = Structure.from_spacegroup(proto.space_group, lattice, species, coords)
+    conv.scale_lattice(volume_guess([s.specie.symbol for s in conv], 150.0))
+    return conv.get_primitive_structure(tolerance=0.01)
 
 
 _ALKALINE_RARE = ("Ca", "Sr", "Ba", "Y", "La", "Sc", "Zr", "Ce")
