@@ -93,11 +93,56 @@ def test_non_hydrogen_is_refused_by_the_pure_hydrogen_settings():
 def test_standard_orientation_keeps_the_crystal():
     lat = Lattice.hexagonal(1.5, 2.4)
     rotated = Lattice(lat.matrix @ np.array([[0, 1, 0], [-1, 0, 0], [0, 0, 1]]))
-    s = Structure(rotated, ["H", "H"], [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    s = Structure(rotated, ["H", "H", "H"], [[0.1, 0.2, 0.25], [0.6, 0.35, 0.7], [0.3, 0.8, 0.05]])  # P1
     t = standard_orientation(s)
     assert np.allclose(t.lattice.abc, s.lattice.abc) and np.allclose(t.lattice.angles, s.lattice.angles)
-    assert abs(t.lattice.matrix[0, 1]) < 1e-9 and abs(t.lattice.matrix[0, 2]) < 1e-9  # a along x
+    assert abs(t.lattice.matrix[0, 1]) < 1e-9 and abs(t.lattice.matrix[0, 2]) < 1e-9  # no symmetry: a along x
     assert np.allclose(t.frac_coords, s.frac_coords)
+
+
+def _pw_rotations() -> np.ndarray:
+    """The Cartesian rotations pw.x tries with ibrav = 0: the cube's 48 and the hexagon's 24 (z the 6-fold
+    axis, x a 2-fold one)."""
+    import itertools
+
+    cube = [np.diag(signs)[list(perm)] for perm in itertools.permutations(range(3))
+            for signs in itertools.product((1, -1), repeat=3)]
+    c, s = np.cos(np.pi / 3), np.sin(np.pi / 3)
+    six = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    hexagon = [np.linalg.matrix_power(six, k) @ m @ inv for k in range(6) for m in (np.eye(3), np.diag([1, -1, -1]))
+               for inv in (np.eye(3), -np.eye(3))]
+    return np.array(cube + hexagon)
+
+
+@pytest.mark.parametrize("cell", ["Fm-3m", "I4/mmm", "R-3m", "P6_3/mmc", "C2/m"])
+def test_standard_orientation_makes_every_symmetry_operation_one_pw_x_tries(cell):
+    import spglib
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+    conv = {"Fm-3m": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.1), ["La", "H", "H"],
+                                               [[0, 0, 0], [0.25, 0.25, 0.25], [0.38, 0.38, 0.38]]),
+            "I4/mmm": Structure.from_spacegroup("I4/mmm", Lattice.tetragonal(2.9, 5.6), ["Ca", "H", "H"],
+                                                [[0, 0, 0], [0, 0.5, 0.25], [0, 0, 0.38]]),
+            "R-3m": Structure.from_spacegroup("R-3m", Lattice.hexagonal(3.0, 7.5), ["S", "H"],
+                                              [[0, 0, 0], [0, 0, 0.3]]),
+            "P6_3/mmc": Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(3.4, 5.2), ["Y", "H", "H"],
+                                                  [[1 / 3, 2 / 3, 0.75], [0, 0, 0.25], [0.13, 0.26, 0.08]]),
+            "C2/m": Structure.from_spacegroup("C2/m", Lattice.monoclinic(5.0, 3.1, 4.2, 104.0), ["H", "H"],
+                                              [[0.1, 0, 0.2], [0.3, 0, 0.7]])}[cell]
+    prim = conv.get_primitive_structure()
+    turned = Rotation.random(random_state=rng).as_matrix()  # an arbitrary frame, the same crystal
+    s = Structure(Lattice(prim.lattice.matrix @ turned), prim.species, prim.frac_coords)
+    t = standard_orientation(s)
+    assert np.allclose(t.lattice.abc, s.lattice.abc) and np.allclose(t.lattice.angles, s.lattice.angles)
+    assert np.allclose(t.frac_coords, s.frac_coords)
+    lat = t.lattice.matrix
+    ops = spglib.get_symmetry((lat, t.frac_coords, [x.specie.Z for x in t]), symprec=1e-3)["rotations"]
+    tried = _pw_rotations()
+    for w in ops:  # fractional x' = W x, Cartesian r = Lᵀx: R = Lᵀ W L⁻ᵀ
+        r = lat.T @ w @ np.linalg.inv(lat.T)
+        assert np.abs(tried - r).max(axis=(1, 2)).min() < 1e-6, (cell, w)
+    assert len(ops) == {"Fm-3m": 48, "I4/mmm": 16, "R-3m": 12, "P6_3/mmc": 24, "C2/m": 4}[cell]
 
 
 def test_parse_pw_output_convergence():

@@ -149,6 +149,7 @@ def test_tiny_hydride_run_gives_bounded_elf_and_h_dos(tmp_path):
     assert set(record["h_dos"]["by_element"]) == {"H", "S"}
     assert {e: p["name"] for e, p in record["pseudopotentials"].items()} == {"S": "S.upf", "H": "H.upf"}
     assert record["cpu_s"] > 0 and record["scf"]["scf_converged"]
+    assert record["scf"]["symmetry_ops"] == 48  # Im-3m whole: the cell is put where pw.x finds its symmetry
 
 
 @needs_qe
