@@ -612,14 +612,20 @@ def _structure_dict(structure: Structure) -> dict:
     }
 
 
+RELAX_RESTARTS = 3  # vc-relax restarts from the last cell after pw.x lost the density (see relax)
+
+
 def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = DftSettings(), workdir=None,
           *, pseudo: Pseudopotential | None = None, name: str = "structure", keep: bool = False) -> tuple[Structure, dict]:
     """Variable-cell relaxation (pw.x ``vc-relax``, BFGS) at ``pressure_gpa`` GPa.
 
     The cell is first put in :func:`standard_orientation`. Uses the norm-conserving H of
     :func:`find_relax_pseudopotential` at ``settings.relax_ecutwfc``/``relax_ecutrho`` (no PAW H ships
-    offline with Debian's QE; the record says so). Returns the relaxed structure and a record; raises :class:`DftError` (record attached)
-    when pw.x fails, an SCF does not converge, or BFGS does not converge within ``relax_nstep`` steps.
+    offline with Debian's QE; the record says so). When pw.x stops with "charge is wrong" after a large
+    cell change, the relaxation goes on from its last cell (up to ``RELAX_RESTARTS`` times;
+    ``record["restarts"]``). Returns the relaxed structure and a record; raises :class:`DftError` (record
+    attached) when pw.x fails, an SCF does not converge, or BFGS does not converge within ``relax_nstep``
+    steps (per start).
     """
     pseudos = pseudopotentials(structure, settings, relax=True, pseudo=pseudo, name=name)
     start = standard_orientation(structure)
@@ -638,6 +644,22 @@ def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = Dft
         # cell moves (hexagonal cells, numerical drift); relax again without symmetry, from the start
         record["retried_without_symmetry"] = info["error"]
         text = text.replace("  nspin = 1\n", "  nspin = 1\n  nosym = .true.\n", 1)
+        record["pw_input"] = text
+        rc, out, wall = _run_pw("relax", text, pseudos, settings, workdir, keep, name, record)
+        info = parse_pw_output(out)
+    while "charge is wrong" in (info["error"] or "") and len(record.get("restarts", [])) < RELAX_RESTARTS:
+        # pw.x keeps the first cell's FFT grid through a vc-relax: after a large contraction (a cell started
+        # far below the target pressure: 15 GPa against 150 GPa halved the volume in one BFGS step) it no
+        # longer holds the density and the next SCF stops. Go on from the last cell, on its own grid.
+        last = _parse_relaxed_structure(out, start)
+        if last is None:
+            break
+        record.setdefault("restarts", []).append({"error": info["error"], "ionic_steps": info["ionic_steps"],
+                                                  "volume_per_atom_a3": round(last.volume / len(last), 4)})
+        start = standard_orientation(last)
+        text = pw_relax_input(start, settings, {e: p.name for e, p in pseudos.items()}, pressure_gpa)
+        if "retried_without_symmetry" in record:
+            text = text.replace("  nspin = 1\n", "  nspin = 1\n  nosym = .true.\n", 1)
         record["pw_input"] = text
         rc, out, wall = _run_pw("relax", text, pseudos, settings, workdir, keep, name, record)
         info = parse_pw_output(out)
