@@ -106,12 +106,15 @@ def model_path(path: str | Path | None = None) -> Path:
 
 
 def load_model(path: str | Path | None = None, device: str | None = None) -> ElfModel:
-    """The ELF model at :func:`model_path` (``path``, ``$ELFSCREEN_MODEL`` or the shipped one)."""
+    """The ELF model at :func:`model_path` (``path``, ``$ELFSCREEN_MODEL`` or the shipped one). Sizes the
+    thread pools (:func:`~elfscreen.model.threads.configure_threads`: the count chosen before, else the
+    usable cores or ``$ELFSCREEN_THREADS``)."""
     from elfscreen.model.network import CheckpointError, ElfModel
-    from elfscreen.model.threads import configure_threads, configured
+    from elfscreen.model.threads import configure_threads
 
-    if configured():  # torch is imported now: give it the pool size this process chose
-        configure_threads()
+    # torch is imported now: its pools get this process's count, chosen here (model.threads) when the
+    # caller is a library user who never chose one, so that they never exceed the usable cores
+    configure_threads()
     path = model_path(path)
     if not path.exists():
         if path.parent == WEIGHTS_DIR:

@@ -39,6 +39,25 @@ def test_a_process_pinned_to_one_core_runs_one_thread_per_pool():
     assert got == {"n": 1, "torch": 1, "numba": 1, "omp": "1", "wait": "PASSIVE"}
 
 
+LIBRARY_CHILD = """
+import json
+from elfscreen.model.pipeline import load_model
+load_model()
+import numba, torch
+print(json.dumps({"torch": torch.get_num_threads(), "numba": numba.get_num_threads()}))
+"""
+
+
+def test_a_library_caller_gets_the_setting_from_load_model():
+    """Without the CLI (a script that loads the model), the pools still follow elfscreen's setting."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                               "NUMBA_NUM_THREADS", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", LIBRARY_CHILD], env={**clean, "ELFSCREEN_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {"torch": 1, "numba": 1}
+
+
 def test_the_override_wins_over_the_mask():
     got = _child("pin", load=True, ELFSCREEN_THREADS="3")
     assert (got["n"], got["torch"], got["numba"], got["omp"]) == (3, 3, 3, "3")
