@@ -113,7 +113,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         app.state.limiter.check(owner if settings.api_keys else _client(request))
         items, options, callback, verify = await _read_submission(request, settings)
         if verify.verify or verify.verify_top:
-            _check_qe()
+            _check_qe(settings)
         store, dispatcher = app.state.store, app.state.dispatcher
         batch, rows = await run_in_threadpool(prepare, items, options, settings, store, owner, app.state.sandbox,
                                               callback)
@@ -181,7 +181,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
               summary="Verify a done job by DFT (Quantum ESPRESSO at the dataset settings); the job with its "
                       "`verification`, whose result gains `dft` and `delta_phi` once it is done")
     def verify_job(job_id: str, request: Request) -> Job:
-        _check_qe()
+        _check_qe(settings)
         row = _job_or_404(request, job_id)
         if row["status"] != "done":
             raise ApiError(409, "not_ready", f"job {job_id} is {row['status']}; only a done job can be verified",
@@ -252,8 +252,12 @@ def _cube_response(data: bytes, filename: str, request: Request) -> Response:
     return Response(gzip.decompress(data), media_type="chemical/x-cube", headers=headers)
 
 
-def _check_qe() -> None:
-    """503 naming the missing programs when Quantum ESPRESSO cannot run a verification here."""
+def _check_qe(settings: Settings) -> None:
+    """503 naming the missing programs when Quantum ESPRESSO cannot run a verification here. Embedded
+    mode only: with a broker the DFT runs on the ``dft`` queue's workers, often other machines than the
+    API's (a worker without QE fails the verification with that error)."""
+    if settings.broker_url is not None:
+        return
     missing = missing_qe()
     if missing:
         raise ApiError(503, "dft_unavailable", f"DFT verification needs Quantum ESPRESSO: {', '.join(missing)} not "

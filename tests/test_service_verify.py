@@ -6,6 +6,7 @@ verification answers 503 and screening goes on. Real QE at a low cutoff (ELFSCRE
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -260,7 +261,12 @@ def test_celery_dft_worker_killed_mid_run_verification_finishes_once(pg_url, own
     second = None
     try:
         with api(own_redis.url, pg_url, "cpu") as client:
+            # the API's machine has no QE, the dft workers (started before) have it: accepted
+            path, empty = os.environ["PATH"], tmp_path / "no-qe"
+            empty.mkdir()
+            monkeypatch.setenv("PATH", str(empty))
             r = client.post("/v1/screenings", json=body({"H8": h8()}, verify=True))
+            monkeypatch.setenv("PATH", path)
             assert r.status_code == 202, r.text
             job_id = r.json()["jobs"][0]["id"]
             running = verification_state(client, job_id, ("running", "done", "failed"), every_s=0.05)
