@@ -107,7 +107,8 @@ class GeneratorOptions:
     hydride_h_fraction: tuple[float, float] = (0.5, 0.95)
     hydride_ternary_fraction: float = 0.4
     hydride_pressure_gpa: tuple[float, float] = (100.0, 300.0)
-    # relaxed pure-H crystals: each relaxed at one of these pressures (structure index i: pressures[i % len])
+    # relaxed pure-H crystals: each relaxed at one of these pressures (structure index i:
+    # pressures[(i // len(crystal_families)) % len], so that every family meets every pressure)
     relaxed_pressures_gpa: tuple[float, ...] = (50.0, 100.0, 150.0, 200.0, 300.0, 400.0, 500.0)
 
     @property
@@ -143,6 +144,12 @@ def _rng(kind: str, seed: int, index: int, stream: int = 0) -> np.random.Generat
     return np.random.default_rng([int(seed), KINDS.index(kind), int(index), int(stream)])
 
 
+def h_volume_per_atom(pressure_gpa: float) -> float:
+    """Å³ per atom of relaxed pure-H crystals at ``pressure_gpa`` (PBE, this project's relaxations: 2.73
+    at 50 GPa, 2.1–2.2 at 100, 1.8–2.0 at 150, 1.65–1.73 at 200, 1.29 at 400), as 2.15·(100/P)^0.37."""
+    return 2.15 * (100.0 / pressure_gpa) ** 0.37
+
+
 def plan(kind: str, seed: int, index: int, options: GeneratorOptions = GeneratorOptions(),
          relax_fraction: float = 0.0) -> dict | None:
     """The generator parameters of structure ``index`` (cheap; no structure is built); ``None`` for a
@@ -166,8 +173,15 @@ def plan(kind: str, seed: int, index: int, options: GeneratorOptions = Generator
                 "h_fraction": round(species.count("H") / n, 4), "relax_pressure_gpa": pressure if relaxed else None}
     if kind == "crystal-relaxed":
         params = plan("crystal", seed, index, options, 0.0)
-        pressure = options.relaxed_pressures_gpa[index % len(options.relaxed_pressures_gpa)]
-        return {**params, "kind": kind, "relax_pressure_gpa": pressure}
+        turn = index // len(options.crystal_families)
+        pressure = options.relaxed_pressures_gpa[turn % len(options.relaxed_pressures_gpa)]
+        # start near the pressure's volume (the crystal's draw scaled): far below the target pressure the
+        # first BFGS steps halve the cell, which costs steps and restarts (model.dft.relax)
+        lo, hi = options.crystal_volume_per_atom
+        squeeze = h_volume_per_atom(pressure) / (0.5 * (lo + hi))
+        tolerance = options.crystal_hh_tolerance_a * min(1.0, squeeze ** (1 / 3))  # denser: closer contacts
+        return {**params, "kind": kind, "volume_per_atom_a3": round(params["volume_per_atom_a3"] * squeeze, 4),
+                "hh_tolerance_a": round(tolerance, 3), "relax_pressure_gpa": pressure}
     if kind == "crystal":
         family = options.crystal_families[index % len(options.crystal_families)]
         lo, hi = options.crystal_small_atoms if rng.random() < options.crystal_small_fraction else options.crystal_atoms

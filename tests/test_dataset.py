@@ -21,6 +21,7 @@ from elfscreen.model.dataset import (
     entry_id,
     fluid_volume_per_atom,
     generate,
+    h_volume_per_atom,
     load_entry,
     min_hh_distance,
     plan,
@@ -73,6 +74,20 @@ def test_plan_is_deterministic_and_covers_the_families():
     assert any(p["relax_pressure_gpa"] == 100.0 for p in plans)
     assert all(plan("crystal", 1, i) != plan("crystal", 0, i) for i in range(10))  # another seed, other structures
     assert entry_id("crystal", 1, 0) != entry_id("crystal", 0, 0)
+
+
+def test_relaxed_crystals_meet_every_pressure_in_every_family_and_start_near_its_volume():
+    options = GeneratorOptions()
+    n = len(options.crystal_families) * len(options.relaxed_pressures_gpa)
+    plans = [plan("crystal-relaxed", 0, i, options) for i in range(n)]
+    assert {(p["family"], p["relax_pressure_gpa"]) for p in plans} == {
+        (f, pressure) for f in options.crystal_families for pressure in options.relaxed_pressures_gpa}
+    for p in plans:  # the crystal's draw (2.0–3.2 Å³/atom, centred on 2.6) scaled to the pressure's volume
+        centre = h_volume_per_atom(p["relax_pressure_gpa"])
+        assert 2.0 / 2.6 * centre - 1e-3 <= p["volume_per_atom_a3"] <= 3.2 / 2.6 * centre + 1e-3
+        assert p["hh_tolerance_a"] <= options.crystal_hh_tolerance_a
+    assert h_volume_per_atom(500.0) < h_volume_per_atom(150.0) < h_volume_per_atom(50.0)
+    assert h_volume_per_atom(100.0) == pytest.approx(2.15)
 
 
 def test_fluid_density_follows_the_pressure():
