@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ecutwfc", type=float, help="Ry (default 100)")
     g.add_argument("--ecutrho", type=float, help="Ry (default 800 pure H, 400 hydrides)")
     g.add_argument("--max-new", type=int, help="stop after this many new DFT runs")
+    g.add_argument("--retry-failed", action="store_true",
+                   help="run the entries that failed before again (after a fix; their failures stay recorded)")
     x = sub.add_parser("export-verified", help="write the service's DFT-verified jobs as a training dataset folder",
                        description="Every job of the service's store with a finished DFT verification: its DFT ELF "
                                    "grid, H_DOS, DFT settings and the ML result, in the dataset format (npz + "
@@ -134,6 +136,6 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
 
     counts = generate(args.out, args.kind, args.count, args.seed, args.relax_fraction, progress,
-                      settings=st, options=opts, max_new=args.max_new)
+                      settings=st, options=opts, max_new=args.max_new, retry_failed=args.retry_failed)
     print(json.dumps(counts))
     return 0

@@ -590,13 +590,15 @@ def default_settings(kind: str) -> DftSettings:
 def generate(out_dir: str | Path, kind: str, count: int, seed: int = 0, relax_fraction: float | None = None,
              progress: Callable[[dict], None] | None = None, *, settings: DftSettings | None = None,
              options: GeneratorOptions = GeneratorOptions(), runner: Runner | None = None,
-             max_new: int | None = None, md_runner: MdRunner | None = None) -> dict:
+             max_new: int | None = None, md_runner: MdRunner | None = None, retry_failed: bool = False) -> dict:
     """Make (or continue) a dataset of ``count`` structures of ``kind`` in ``out_dir``.
 
     ``relax_fraction`` (default 0.2 for crystals, 0 for fluids): share of structures relaxed at
     ``options.relax_pressure_gpa`` before the ELF (among cells of at most ``options.relax_max_atoms``). ``progress`` is called with a dict after every
     structure. ``runner`` replaces :func:`elfscreen.model.dft.elf_of` and ``md_runner`` :func:`elfscreen.model.dft.md` (tests). ``max_new`` stops after that many
-    new DFT runs. Returns counts: ``done`` (new), ``failed`` (new), ``skipped`` (finished before).
+    new DFT runs. ``retry_failed``: run the entries that failed before again, with this version's plan and
+    code (their failed lines stay as history; a success adds the entry, and it is no longer counted as
+    failed). Returns counts: ``done`` (new), ``failed`` (new), ``skipped`` (finished before).
     Only one generator may work in a folder at a time (a lock file).
     """
     if kind not in KINDS:
@@ -616,16 +618,16 @@ def generate(out_dir: str | Path, kind: str, count: int, seed: int = 0, relax_fr
             raise InputError(str(out), "another generator is working in this folder") from None
         try:
             return _generate(out, kind, count, seed, relax_fraction, progress, settings, options, runner, max_new,
-                             md_runner or md)
+                             md_runner or md, retry_failed)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, options, runner, max_new,
-              md_runner) -> dict:
+              md_runner, retry_failed) -> dict:
     manifest, failed_path = out / "manifest.jsonl", out / "failed.jsonl"
     finished = {e["id"] for e in read_jsonl(manifest) if (out / e.get("file", "")).is_file()}
-    failed = {e["id"] for e in read_jsonl(failed_path)}
+    failed = set() if retry_failed else {e["id"] for e in read_jsonl(failed_path)}
     plans = [(i, params) for i in range(count) if (params := plan(kind, seed, i, options, relax_fraction)) is not None]
     plans.sort(key=lambda p: (p[1]["n_atoms"], p[0]))  # small cells first
     counts = {"done": 0, "failed": 0, "skipped": 0, "todo": 0}
@@ -715,13 +717,20 @@ def summary(out_dir: str | Path) -> dict:
     """Counts, sizes and φ range of a dataset folder."""
     out = Path(out_dir)
     entries = read_manifest(out)
-    failed = read_jsonl(out / "failed.jsonl")
+    failed = _still_failed(out, entries)
     phis = [e["topology"]["phi"] for e in entries if e.get("topology", {}).get("phi") is not None]
     sizes = [e["file_bytes"] for e in entries]
     return {"entries": len(entries), "failed": len(failed), "bytes": int(sum(sizes)),
             "mean_bytes": int(np.mean(sizes)) if sizes else 0,
             "phi_range": [min(phis), max(phis)] if phis else None,
             "atoms_range": [min(e["n_atoms"] for e in entries), max(e["n_atoms"] for e in entries)] if entries else None}
+
+
+def _still_failed(folder: Path, entries: list[dict]) -> list[dict]:
+    """The failed entries of a folder that no later run made good (one line per id, the latest)."""
+    made = {e["id"] for e in entries}
+    latest = {f["id"]: f for f in read_jsonl(folder / "failed.jsonl")}
+    return [f for i, f in latest.items() if i not in made]
 
 
 def _pseudo_files(entry: dict) -> list[str]:
@@ -735,13 +744,15 @@ def summary_of(dirs: list[str | Path]) -> dict:
     """One summary over dataset folders (``elfscreen dataset summary DIR… --json``): ``structures``,
     ``by_element`` (cells containing each element), ``relaxed``, ``pressure_gpa`` {min, max} (relaxation
     or generation pressure, where known), ``pseudopotentials`` (file names used), ``with_h_dos``,
-    ``failed``, ``cpu_hours`` (QE CPU time of finished and failed runs; wall time for runs made before
+    ``failed`` (entries whose latest run failed and none succeeded since), ``cpu_hours`` (QE CPU time of
+    finished and failed runs, retried ones included; wall time for runs made before
     0.7, which were single-core), ``by_folder``."""
-    entries, failed, by_folder = [], [], {}
+    entries, failed, attempts, by_folder = [], [], [], {}
     for d in dirs:
-        e, f = read_manifest(d), read_jsonl(Path(d) / "failed.jsonl")
+        e, f = read_manifest(d), _still_failed(Path(d), read_manifest(d))
         entries += e
         failed += f
+        attempts += read_jsonl(Path(d) / "failed.jsonl")
         by_folder[str(d)] = {"structures": len(e), "failed": len(f)}
     by_element: dict[str, int] = {}
     for e in entries:
@@ -749,7 +760,7 @@ def summary_of(dirs: list[str | Path]) -> dict:
             by_element[el] = by_element.get(el, 0) + 1
     pressures = [p for e in entries if (p := e.get("pressure_gpa") or (e.get("generator") or {}).get("relax_pressure_gpa"))]
     # QE CPU seconds where recorded (since 0.7), else the run's wall seconds (runs are single-core)
-    cpu = sum((e.get("cpu_s") or e.get("wall_s") or 0.0) for e in entries + failed)
+    cpu = sum((e.get("cpu_s") or e.get("wall_s") or 0.0) for e in entries + attempts)
     return {"structures": len(entries), "by_element": dict(sorted(by_element.items())),
             "relaxed": sum(bool(e.get("relaxed")) for e in entries),
             "pressure_gpa": {"min": min(pressures), "max": max(pressures)} if pressures else None,

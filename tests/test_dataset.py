@@ -29,6 +29,7 @@ from elfscreen.model.dataset import (
     read_manifest,
     structure_hash,
     summary,
+    summary_of,
 )
 from elfscreen.model.dft import DftError, DftSettings, qe_available
 from elfscreen.model.structures import validate_structure
@@ -166,6 +167,13 @@ def test_failed_runs_are_recorded_skipped_and_never_used(tmp_path):
     again = FakeRunner()
     counts = generate(out, "fluid", 2, options=SMALL, runner=again)
     assert again.calls == [] and counts["skipped"] == 2
+    assert summary(out)["failed"] == 1 and summary_of([out])["failed"] == 1
+    # after a fix, --retry-failed runs it again: the entry is made, its failure stays as history
+    fixed = FakeRunner()
+    counts = generate(out, "fluid", 2, options=SMALL, runner=fixed, retry_failed=True)
+    assert fixed.calls == [bad] and counts["done"] == 1 and counts["skipped"] == 1
+    assert bad in {e["id"] for e in read_manifest(out)} and len(read_jsonl(out / "failed.jsonl")) == 1
+    assert summary(out)["failed"] == 0 and summary_of([out])["failed"] == 0 and summary_of([out])["structures"] == 2
 
 
 class FakeMd:
