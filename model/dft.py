@@ -612,6 +612,11 @@ def _structure_dict(structure: Structure) -> dict:
     }
 
 
+def _without_symmetry(text: str) -> str:
+    """A pw.x input with ``nosym`` set (in &SYSTEM, after ``nspin``)."""
+    return text.replace("  nspin = 1\n", "  nspin = 1\n  nosym = .true.\n", 1)
+
+
 RELAX_RESTARTS = 3  # vc-relax restarts from the last cell after pw.x lost the density (see relax)
 
 
@@ -643,7 +648,7 @@ def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = Dft
         # QE 6.7 stops when a symmetry operation found in the first cell stops being orthogonal as the
         # cell moves (hexagonal cells, numerical drift); relax again without symmetry, from the start
         record["retried_without_symmetry"] = info["error"]
-        text = text.replace("  nspin = 1\n", "  nspin = 1\n  nosym = .true.\n", 1)
+        text = _without_symmetry(text)
         record["pw_input"] = text
         rc, out, wall = _run_pw("relax", text, pseudos, settings, workdir, keep, name, record)
         info = parse_pw_output(out)
@@ -659,7 +664,7 @@ def relax(structure: Structure, pressure_gpa: float, settings: DftSettings = Dft
         start = standard_orientation(last)
         text = pw_relax_input(start, settings, {e: p.name for e, p in pseudos.items()}, pressure_gpa)
         if "retried_without_symmetry" in record:
-            text = text.replace("  nspin = 1\n", "  nspin = 1\n  nosym = .true.\n", 1)
+            text = _without_symmetry(text)
         record["pw_input"] = text
         rc, out, wall = _run_pw("relax", text, pseudos, settings, workdir, keep, name, record)
         info = parse_pw_output(out)
