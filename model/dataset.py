@@ -749,7 +749,8 @@ def summary_of(dirs: list[str | Path]) -> dict:
     0.7, which were single-core), ``by_folder``."""
     entries, failed, attempts, by_folder = [], [], [], {}
     for d in dirs:
-        e, f = read_manifest(d), _still_failed(Path(d), read_manifest(d))
+        e = read_manifest(d)
+        f = _still_failed(Path(d), e)
         entries += e
         failed += f
         attempts += read_jsonl(Path(d) / "failed.jsonl")
