@@ -114,8 +114,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--version", default="dev", help="model version string stored in the checkpoint")
     tr.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; the shipped model does)")
-    tr.add_argument("--descriptor", default="paper-v1", choices=["paper-v1", "hydride-v1"],
-                    help="paper-v1 (H only, 165 features) or hydride-v1 (species-aware, 546 features; docs/DESCRIPTOR.md)")
+    tr.add_argument("--descriptor", default="paper-v1", choices=["paper-v1", "hydride-v2"],
+                    help="paper-v1 (H only, 165 features) or hydride-v2 (species-aware, 546 features; docs/DESCRIPTOR.md)")
 
     ev = sub.add_parser("evaluate", help="evaluate an ELF model against DFT grids (report.json + PNG plots)")
     ev.add_argument("--model", required=True, help="checkpoint")

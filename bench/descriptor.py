@@ -4,13 +4,13 @@ Cells (fixed seeds): ``crystal16`` a 2×2×2 supercell of distorted bcc H at 2.5
 symmetry: the hardest case for the FFT path's cutoff kink); ``fluid64`` 64 H at random positions (H–H ≥
 0.7 Å, 2.5 Å³/H); ``hydride44`` La4H40, La on fcc sites of a 5.1 Å cube and 40 H at random positions
 (H–H ≥ 0.9 Å, La–H ≥ 1.9 Å). Each is sampled on its ~0.1 Å grid (N = ceil(a / 0.1), point (i, j, k) at
-(i/N, j/N, k/N)). Descriptors: paper-v1 on every cell, the species-aware hydride-v1 on fluid64 and hydride44.
+(i/N, j/N, k/N)). Descriptors: paper-v1 on every cell, the species-aware hydride-v2 on fluid64 and hydride44.
 Per (cell, descriptor), each in a fresh process, one torch thread (``--threads``), after a warm-up call:
 
 - ``dscribe`` dscribe's ``SOAP.create`` at a random subset of the grid points (Cartesian centres), the
               closest settings: r_cut 3.0, n_max = n_radial, l_max 2, σ as ours, rbf "gto", weighting "poly"
               (r0 3, c 1, m 1), periodic, dense, float32; species H (paper-v1) or every element of the cell
-              (hydride-v1). Its radial basis differs from ours, so only the cost compares;
+              (hydride-v2). Its radial basis differs from ours, so only the cost compares;
 - ``direct``  ``model.descriptor.iter_describe`` at the SAME subset (float32);
 - ``direct_grid`` the direct path over the WHOLE grid (grid points are grouped in space: faster per point
               than a random subset);
@@ -52,8 +52,8 @@ SPACING_A = 0.1
 SEED = 20240601
 SUBSET_SEED = 7
 MODES = ("dscribe", "direct", "direct_grid", "grid", "grid_torch", "pipeline")
-CELL_DESCRIPTORS = {"crystal16": ("paper-v1",), "fluid64": ("paper-v1", "hydride-v1"),
-                    "hydride44": ("paper-v1", "hydride-v1")}
+CELL_DESCRIPTORS = {"crystal16": ("paper-v1",), "fluid64": ("paper-v1", "hydride-v2"),
+                    "hydride44": ("paper-v1", "hydride-v2")}
 TARGET_RATIO = 20.0
 
 
@@ -220,7 +220,7 @@ def _child(cell: str, descriptor: str, mode: str, args) -> dict | None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", default=",".join(CELL_DESCRIPTORS))
-    ap.add_argument("--descriptors", default="paper-v1,hydride-v1")
+    ap.add_argument("--descriptors", default="paper-v1,hydride-v2")
     ap.add_argument("--subset", type=int, default=10000, help="random grid points timed for dscribe and the direct path")
     ap.add_argument("--check", type=int, default=200, help="grid points checked against the float64 reference")
     ap.add_argument("--repeat", type=int, default=1, help="best of K timed calls")

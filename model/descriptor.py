@@ -29,6 +29,7 @@ from scipy.spatial import cKDTree
 from elfscreen.model.elements import PROPERTIES, PROPERTY_NAMES, UnsupportedElementError, embedding
 
 GROUP_A = 0.3  # edge of the spatial cells that group points (Å)
+KERNELS = ("gaussian", "solid")  # the radial × angular kernels (``radial_functions``)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class DescriptorParams:
     species: tuple[str, ...] = ("H",)
     name: str = "paper-v1"
     embedding: tuple[str, ...] = ()
+    kernel: str = "gaussian"
+
+    def __post_init__(self):
+        if self.kernel not in KERNELS:
+            raise ValueError(f"descriptor kernel {self.kernel!r}: expected one of {', '.join(KERNELS)}")
 
     @property
     def sigma(self) -> float:
@@ -83,13 +89,14 @@ class DescriptorParams:
     def from_dict(cls, d: dict) -> "DescriptorParams":
         return cls(r_cut_a=float(d["r_cut_a"]), n_radial=int(d["n_radial"]), l_max=int(d["l_max"]),
                    sigma_a=float(d["sigma_a"]), species=tuple(d["species"]), name=str(d.get("name", "custom")),
-                   embedding=tuple(d.get("embedding", ())))
+                   embedding=tuple(d.get("embedding", ())), kernel=str(d.get("kernel", "gaussian")))
 
 
 PAPER_V1 = DescriptorParams()
-# species-aware: H + two element-property channels, 7 radial functions (σ 0.375 Å), 546 features
-HYDRIDE_V1 = DescriptorParams(n_radial=7, species=tuple(PROPERTIES), name="hydride-v1", embedding=PROPERTY_NAMES)
-DESCRIPTORS = {p.name: p for p in (PAPER_V1, HYDRIDE_V1)}
+# species-aware: H + two element-property channels, 7 smooth ("solid") radial functions (σ 0.375 Å), 546 features
+HYDRIDE_V2 = DescriptorParams(n_radial=7, species=tuple(PROPERTIES), name="hydride-v2", embedding=PROPERTY_NAMES,
+                              kernel="solid")
+DESCRIPTORS = {p.name: p for p in (PAPER_V1, HYDRIDE_V2)}
 
 
 def atom_channels(structure: Structure, params: DescriptorParams) -> tuple[np.ndarray, np.ndarray | None]:
@@ -200,6 +207,38 @@ def _monomial_planes(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, l_max: i
     return torch.stack(out, dim=1)
 
 
+def smooth_step(t):
+    """C³ step from 0 (t ≤ 0) to 1 (t ≥ 1): 35t⁴ − 84t⁵ + 70t⁶ − 20t⁷ of t clipped to [0, 1] (numpy or torch)."""
+    t = t.clip(0, 1) if isinstance(t, np.ndarray) else t.clamp(0, 1)
+    return t**4 * (35 + t * (-84 + t * (70 - 20 * t)))
+
+
+def radial_functions(r: torch.Tensor, params: DescriptorParams) -> torch.Tensor:
+    """The radial functions (…, n_radial) at distances ``r`` (…) in Å, μ_n = linspace(0, r_cut, n_radial):
+    "gaussian" g_n(r) = e^{−(r − μ_n)²/2σ²}·½(cos(πr/r_cut) + 1) (0 beyond r_cut);
+    "solid" γ_n(r) = ½(e^{−(r − μ_n)²/2σ²} + e^{−(r + μ_n)²/2σ²})·f(r), f = 1 − smooth_step((r − r_cut/3) /
+    (2 r_cut/3)): even in r and flat at 0, so γ_n(|x|)·|x|^l·Y_lm is smooth in x (see ``solid_scale``)."""
+    mu = torch.linspace(0.0, params.r_cut_a, params.n_radial, dtype=r.dtype, device=r.device)
+    x = r[..., None]
+    shell = ((x - mu).square() * (-0.5 / params.sigma**2)).exp()
+    rc = params.r_cut_a
+    if params.kernel == "solid":
+        mirror = ((x + mu).square() * (-0.5 / params.sigma**2)).exp()
+        return 0.5 * (shell + mirror) * (1 - smooth_step((x - rc / 3) * (1.5 / rc)))
+    return shell * torch.where(x <= rc, 0.5 * torch.cos(x * (math.pi / rc)) + 0.5,
+                               torch.zeros((), dtype=r.dtype, device=r.device))
+
+
+def solid_scale(params: DescriptorParams) -> np.ndarray:
+    """(n_radial, l_max + 1): ρ_n^{−l}, the "solid" kernel's K_nlm(x) = γ_n(|x|)·(|x|/ρ_n)^l·Y_lm(x̂), with
+    ρ_n = μ_n (ρ_0 = σ), so that g_nl = γ_n·(r/ρ_n)^l is near γ_n on its shell; all ones for "gaussian"."""
+    if params.kernel != "solid":
+        return np.ones((params.n_radial, params.l_max + 1))
+    mu = np.linspace(0.0, params.r_cut_a, params.n_radial)
+    rho = np.where(mu > 0, mu, params.sigma)
+    return rho[:, None] ** -np.arange(params.l_max + 1)[None, :]
+
+
 def iter_describe(structure: Structure, frac_points: np.ndarray, params: DescriptorParams = PAPER_V1,
                   device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
                   max_chunk_mb: float = 256.0, chunk_points: int = 2048) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
@@ -269,18 +308,20 @@ def coefficients(d: torch.Tensor, w: torch.Tensor | None, params: DescriptorPara
     descriptor, the atoms' channel weights ``w`` (p, n_channels, K). Differentiable in ``d`` (no
     in-place operation on a tensor autograd needs), so :mod:`elfscreen.model.adaptive` takes gradients
     and Hessians of the ELF through it."""
-    rc, n = params.r_cut_a, params.n_radial
-    p, k = d.shape[1], d.shape[2]
-    zero = torch.zeros((), dtype=d.dtype, device=d.device)
-    mu = torch.linspace(0.0, rc, n, dtype=d.dtype, device=d.device)[None, :, None]
+    n, p, k = params.n_radial, d.shape[1], d.shape[2]
     dx, dy, dz = d[0], d[1], d[2]
     r = (dx * dx + dy * dy + dz * dz).sqrt()
-    cutoff = torch.where(r <= rc, 0.5 * torch.cos(r * (math.pi / rc)) + 0.5, zero)
-    inv_r = torch.where(r >= 1e-8, 1.0 / r.clamp(min=1e-8), zero)  # an atom on the point: l = 0 only
     # clamping keeps padding atoms out of exp()'s slow path; their cutoff weight is 0 anyway
-    radial = ((r.clamp(max=rc)[:, None, :] - mu).square() * (-0.5 / params.sigma**2)).exp() * cutoff[:, None, :]
+    radial = radial_functions(r.clamp(max=params.r_cut_a), params).transpose(1, 2)  # (p, n, K)
     if w is not None:  # (p, n_ch·n, K): channel a's radial functions times each atom's weight
         radial = (w[:, :, None, :] * radial[:, None, :, :]).reshape(p, w.shape[1] * n, k)
+    if params.kernel == "solid":  # r^l·Y_lm(r̂) are the monomials of d itself, smooth where an atom is
+        mono = _monomial_planes(dx, dy, dz, params.l_max)
+        scale = torch.as_tensor(solid_scale(params), dtype=d.dtype, device=d.device)  # (n, l_max + 1)
+        per_lm = scale[:, [l for l in range(params.l_max + 1) for _ in range(2 * l + 1)]]
+        return (torch.bmm(radial, mono.transpose(1, 2)) @ to_harmonics) * per_lm.repeat(radial.shape[1] // n, 1)
+    zero = torch.zeros((), dtype=d.dtype, device=d.device)
+    inv_r = torch.where(r >= 1e-8, 1.0 / r.clamp(min=1e-8), zero)  # an atom on the point: l = 0 only
     mono = _monomial_planes(dx * inv_r, dy * inv_r, dz * inv_r, params.l_max)  # (p, n_mono, K)
     return torch.bmm(radial, mono.transpose(1, 2)) @ to_harmonics  # (p, n_ch·n, (l_max+1)²)
 

@@ -32,6 +32,7 @@ to hold.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import lru_cache
 from typing import Iterator
 
@@ -41,8 +42,8 @@ import torch
 from pymatgen.core import Structure
 from scipy.special import spherical_jn
 
-from elfscreen.model.descriptor import (PAPER_V1, DescriptorParams, atom_channels, pick_device,
-                                        real_spherical_harmonics)
+from elfscreen.model.descriptor import (PAPER_V1, DescriptorParams, atom_channels, pick_device, radial_functions,
+                                        real_spherical_harmonics, smooth_step, solid_scale)
 
 CORE_RADIUS_A = 1.2  # the kernel's part within this radius of an atom is summed in real space
 G_CUT = 60.0  # Å⁻¹: reciprocal vectors kept (measured: max error ≤ 1e-4 of the largest feature, docs/DESCRIPTOR.md)
@@ -50,62 +51,69 @@ CORE_THRESHOLD = 1e-6  # g_n(0) below which a radial function needs no core
 TABLE_REACH = 1.6  # the tables reach 1.6·G_CUT, for the tails that set the per-function cuts
 TABLE_STEP = 0.02  # Å⁻¹ between tabulated |G| of the Hankel transforms (cubic interpolation)
 # largest block of features per chunk, so that it stays in cache while it is written and read: torch's
-# power spectrum reads and writes its block once per m (hydride-v1, La4H40: 16,384 points (36 MiB) 0.145 s,
+# power spectrum reads and writes its block once per m (hydride-v2, La4H40: 16,384 points (36 MiB) 0.145 s,
 # 8,192 points 0.042 s); the compiled one writes each feature once, but a block beyond the cache still
-# costs the memory traffic (hydride-v1, the whole La4H40 grid: 16 MiB 0.048 s, 4 MiB 0.032 s, 1 MiB 0.030 s)
+# costs the memory traffic (hydride-v2, the whole La4H40 grid: 16 MiB 0.048 s, 4 MiB 0.032 s, 1 MiB 0.030 s)
 FEATURE_BLOCK_MB = {"torch": 16.0, "compiled": 4.0}
 
 
-def _switch(r2_over_core2):
-    """s(t) = 35t⁴ − 84t⁵ + 70t⁶ − 20t⁷ for t = (r / core)² clipped to [0, 1]: C³, 0 at r = 0, 1 beyond core."""
-    t = r2_over_core2.clip(0, 1) if isinstance(r2_over_core2, np.ndarray) else r2_over_core2.clamp(0, 1)
-    return t**4 * (35 + t * (-84 + t * (70 - 20 * t)))
-
-
 def _radial_np(r: np.ndarray, params: DescriptorParams) -> np.ndarray:
-    mu = np.linspace(0.0, params.r_cut_a, params.n_radial)
-    cut = 0.5 * (np.cos(np.pi * r / params.r_cut_a) + 1) * (r <= params.r_cut_a)
-    return np.exp(-((r[:, None] - mu) ** 2) / (2 * params.sigma**2)) * cut[:, None]
+    """g_nl(r) (len(r), l_max + 1, n_radial) in float64: ``radial_functions`` times (r/ρ_n)^l for "solid"."""
+    g = radial_functions(torch.as_tensor(r, dtype=torch.float64), params).numpy()
+    if params.kernel != "solid":
+        return np.repeat(g[:, None, :], params.l_max + 1, axis=1)
+    powers = r[:, None] ** np.arange(params.l_max + 1)[None, :]  # (len(r), l_max + 1)
+    return g[:, None, :] * powers[:, :, None] * solid_scale(params).T[None]
 
 
 def core_count(params: DescriptorParams) -> int:
     """Radial functions that get the real-space core: those with g_n(0) ≥ CORE_THRESHOLD (μ_n near 0; the
     μ_n are ascending, so they are the first ones). The others vanish at r = 0 to that accuracy, so their
-    kernel is smooth there and goes through the FFT whole."""
+    kernel is smooth there and goes through the FFT whole; so do all of a "solid" kernel's (smooth by design)."""
+    if params.kernel == "solid":
+        return 0
     mu = np.linspace(0.0, params.r_cut_a, params.n_radial)
     return int(np.sum(np.exp(-(mu**2) / (2 * params.sigma**2)) >= CORE_THRESHOLD))
 
 
 @lru_cache(maxsize=8)
 def _hankel_table(params: DescriptorParams, core_a: float, g_cut: float) -> np.ndarray:
-    """H_nl(G) of the FFT part (g_n·s for the first core_count(params) functions, g_n for the others) at
+    """H_nl(G) of the FFT part (g_nl·s for the first core_count(params) functions, g_nl for the others) at
     G = 0, TABLE_STEP, … ≥ g_cut + 2 steps: (n_G, l_max + 1, n_radial)."""
     nodes, wts = np.polynomial.legendre.leggauss(256)
     parts = []
-    for lo, hi, count in ((0.0, core_a, 1), (core_a, params.r_cut_a, 3)):  # s is smooth on each piece
+    inner = params.r_cut_a / 3 if params.kernel == "solid" else core_a  # the kernel is smooth on each piece
+    for lo, hi, count in ((0.0, inner, 1), (inner, params.r_cut_a, 3)):
         for k in range(count):
             a, b = lo + (hi - lo) * k / count, lo + (hi - lo) * (k + 1) / count
             parts.append(((nodes + 1) * (b - a) / 2 + a, wts * (b - a) / 2))
     r = np.concatenate([p[0] for p in parts])
     w = np.concatenate([p[1] for p in parts])
-    smooth = _radial_np(r, params) * (w * r * r)[:, None]
-    smooth[:, : core_count(params)] *= _switch((r / core_a) ** 2)[:, None]
+    smooth = _radial_np(r, params) * (w * r * r)[:, None, None]
+    smooth[:, :, : core_count(params)] *= smooth_step((r / core_a) ** 2)[:, None, None]
     g = np.arange(int(math.ceil(TABLE_REACH * g_cut / TABLE_STEP)) + 3) * TABLE_STEP
-    return np.stack([spherical_jn(l, np.outer(g, r)) @ smooth for l in range(params.l_max + 1)], axis=1)
+    return np.stack([spherical_jn(l, np.outer(g, r)) @ smooth[:, l] for l in range(params.l_max + 1)], axis=1)
+
+
+def _tails(params: DescriptorParams, core_a: float, g_cut: float) -> np.ndarray:
+    """(n_G, n_radial): each radial function's spectral tail from the table's G upwards,
+    ∫_G^∞ Σ_l (2l+1) H_nl(G')² G'² dG' (the mean square of its truncation error)."""
+    table = _hankel_table(params, core_a, g_cut)
+    g = np.arange(len(table)) * TABLE_STEP
+    density = (table**2 * (2 * np.arange(params.l_max + 1) + 1)[None, :, None]).sum(1) * (g**2)[:, None]
+    return np.cumsum(density[::-1], axis=0)[::-1] * TABLE_STEP
 
 
 @lru_cache(maxsize=8)
 def radial_cuts(params: DescriptorParams, core_a: float, g_cut: float) -> np.ndarray:
-    """|G| cut per radial function (Å⁻¹): the smallest at which its spectral tail, ∫_{G_n}^∞ Σ_l (2l+1)
-    H_nl(G)² G² dG (the mean square of its truncation error), is no larger than that of the worst function
-    at ``g_cut``. Functions that are smooth in space (small μ, no kink at r_cut) need far fewer G."""
-    table = _hankel_table(params, core_a, g_cut)
-    g = np.arange(len(table)) * TABLE_STEP
-    density = (table**2 * (2 * np.arange(params.l_max + 1) + 1)[None, :, None]).sum(1) * (g**2)[:, None]
-    tail = np.cumsum(density[::-1], axis=0)[::-1] * TABLE_STEP  # (n_G, n_radial): tail from G upwards
+    """|G| cut per radial function (Å⁻¹): the smallest at which its spectral tail (``_tails``) is no larger
+    than the worst tail of the "gaussian" kernels of the same r_cut, n_radial and σ at ``g_cut`` (measured:
+    ≤ 1e-4 of the largest feature). Functions that are smooth in space (small μ, no kink at r_cut, every
+    function of a "solid" kernel) need far fewer G."""
+    tail = _tails(params, core_a, g_cut)
     at_cut = int(round(g_cut / TABLE_STEP))
-    worst = tail[at_cut].max()
-    first = np.argmax(tail <= worst, axis=0)  # tail is decreasing in G
+    reference = tail if params.kernel == "gaussian" else _tails(replace(params, kernel="gaussian"), core_a, g_cut)
+    first = np.argmax(tail <= reference[at_cut].max(), axis=0)  # tail is decreasing in G
     return np.minimum(first * TABLE_STEP, g_cut)
 
 
@@ -129,9 +137,11 @@ def grid_memory_mb(shape: tuple[int, int, int], params: DescriptorParams = PAPER
     return 2 * math.prod(shape) * params.n_channels * params.n_radial * (params.l_max + 1) ** 2 * 4 / 2**20
 
 
-def reciprocal_count(structure: Structure, g_cut: float = G_CUT) -> int:
-    """About how many reciprocal vectors have |G| ≤ g_cut (the grid path's cost besides the FFTs)."""
-    return int(structure.lattice.volume * g_cut**3 / (6 * math.pi**2))
+def reciprocal_count(structure: Structure, params: DescriptorParams = PAPER_V1) -> int:
+    """About how many reciprocal vectors the grid path sums over (|G| up to the largest radial cut; its
+    cost besides the FFTs)."""
+    g_max = float(radial_cuts(params, CORE_RADIUS_A, G_CUT).max())
+    return int(structure.lattice.volume * g_max**3 / (6 * math.pi**2))
 
 
 def _cell(structure: Structure, shape: tuple[int, int, int], params: DescriptorParams, g_cut: float):
@@ -155,18 +165,19 @@ def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params:
     is channel a's c_nlm, column the grid point (i, j, k) in C order, at fractional (i/N1, j/N2, k/N3)."""
     dev = pick_device(str(device) if device is not None else None)
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    shape, n_points, lattice, volume, sites, weights, recip, reach = _cell(structure, shape, params, g_cut)
+    g_max = float(radial_cuts(params, core_a, g_cut).max())
+    shape, n_points, lattice, volume, sites, weights, recip, reach = _cell(structure, shape, params, g_max)
     n, n_ch, n_lm = params.n_radial, params.n_channels, (params.l_max + 1) ** 2
     c = torch.zeros((n_ch * n * n_lm, n_points), dtype=dtype, device=dev)
     if not len(sites):
         return c
 
-    # reciprocal vectors G = 2π h·B with |G| ≤ g_cut
+    # reciprocal vectors G = 2π h·B with |G| ≤ g_max
     hs = [torch.arange(-m, m + 1, device=dev) for m in reach]
     h = torch.stack(torch.meshgrid(*hs, indexing="ij"), -1).reshape(-1, 3)
     gvec = h.to(torch.float64) @ torch.as_tensor(recip, device=dev)
     gnorm = gvec.norm(dim=1)
-    keep = gnorm <= g_cut
+    keep = gnorm <= g_max
     # structure factors S_a(G) = Σ_j w_a(j) e^{−iG·r_j}, as products of per-axis phases over the box
     frac = torch.as_tensor(sites, dtype=torch.float64, device=dev)
     ph = [torch.exp(-2j * math.pi * frac[:, d, None] * hs[d].to(torch.float64)).to(cdtype) for d in range(3)]
@@ -208,7 +219,8 @@ def grid_coefficients(structure: Structure, shape: tuple[int, int, int], params:
             if len(pair) == 2:
                 view[a, pair[1]] = values[k].imag
         del spectra, folded, values
-    _add_core(c, lattice, sites, weights, active, shape, params, core_a, dev, dtype, max_chunk_mb)
+    if core_count(params):
+        _add_core(c, lattice, sites, weights, active, shape, params, core_a, dev, dtype, max_chunk_mb)
     return c
 
 
@@ -241,7 +253,6 @@ def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: 
     n_vec = torch.as_tensor(shape, device=dev)
     strides = torch.as_tensor([shape[1] * shape[2], shape[2], 1], device=dev)
     n_core = core_count(params)
-    mu = torch.linspace(0.0, params.r_cut_a, params.n_radial, dtype=dtype, device=dev)[:n_core]
     n_lm, n_ch = (params.l_max + 1) ** 2, weights.shape[1]
     n_rows = n_ch * n_core * n_lm
     core = torch.zeros((n_rows, c.shape[1]), dtype=dtype, device=dev)  # contiguous: index_add is 3× faster
@@ -253,8 +264,7 @@ def _add_core(c: torch.Tensor, lattice: np.ndarray, sites: np.ndarray, weights: 
         atom, k = torch.nonzero(r < core_a, as_tuple=True)
         rr, dd = r[atom, k], d[atom, k]
         point = (((base_t[a + atom] + off_t[k]) % n_vec) * strides).sum(1)
-        g = torch.exp(-((rr[:, None] - mu) ** 2) / (2 * params.sigma**2))
-        g = g * (0.5 * (torch.cos(rr * (math.pi / params.r_cut_a)) + 1) * (1 - _switch((rr / core_a) ** 2)))[:, None]
+        g = radial_functions(rr, params)[:, :n_core] * (1 - smooth_step((rr / core_a) ** 2))[:, None]
         unit = torch.where(rr[:, None] >= 1e-8, dd / rr.clamp(min=1e-30)[:, None], torch.zeros_like(dd))
         ylm = real_spherical_harmonics(unit, params.l_max)
         ylm[rr < 1e-8, 1:] = 0  # an atom on the point: l = 0 only
@@ -312,7 +322,7 @@ def density_basis(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """The fewest density fields the channels are multiples of: (basis weights (atoms, k), field (n_channels,)
     int, scale (n_channels,)) with channel a = scale[a]·field field[a] (field −1: a channel no atom weighs).
     The channels are linear in the atoms' weights: when fewer species (distinct weight vectors) than non-zero
-    channels occur and each channel is weighed by one species only — La4H40 under hydride-v1: H, χ·La,
+    channels occur and each channel is weighed by one species only — La4H40 under hydride-v2: H, χ·La,
     r_cov·La from 2 fields; a pure-H cell: 1 — one field per species is transformed; otherwise the non-zero
     channels themselves are the fields."""
     active = np.flatnonzero(np.any(weights != 0, axis=0))
@@ -342,7 +352,8 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
 
     real = np.float64 if dtype == torch.float64 else np.float32
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    shape, n_points, lattice, volume, sites, weights, recip, reach = _cell(structure, shape, params, g_cut)
+    cuts = radial_cuts(params, core_a, g_cut)
+    shape, n_points, lattice, volume, sites, weights, recip, reach = _cell(structure, shape, params, float(cuts.max()))
     n, n_lm = params.n_radial, (params.l_max + 1) ** 2
     if not len(sites):
         return np.zeros((n * n_lm, n_points), dtype=real), np.full(params.n_channels, -1), np.zeros(params.n_channels)
@@ -367,15 +378,16 @@ def compiled_coefficients(structure: Structure, shape: tuple[int, int, int], par
     # the spectra's terms in their own precision (float32: twice the vector width; 1e-7 relative)
     kernel.fold_spectra(s_half, reach, recip, np.array(shape, dtype=np.int64),
                         _hankel_table(params, core_a, g_cut).astype(real), TABLE_STEP,
-                        radial_cuts(params, core_a, g_cut), l_of, phase.astype(spectrum.dtype), mono_exp, harm_at,
+                        cuts, l_of, phase.astype(spectrum.dtype), mono_exp, harm_at,
                         harm_w.astype(real), spectrum)
     del s_half
-    c = _inverse_fft(spectrum, shape, radial_cuts(params, core_a, g_cut), np.linalg.norm(lattice, axis=1),
+    c = _inverse_fft(spectrum, shape, cuts, np.linalg.norm(lattice, axis=1),
                      n_lm).reshape(rows, n_points)
     del spectrum
-    step, off = _core_offsets(lattice, shape, core_a)
-    kernel.add_core(c, sites * np.array(shape), basis, off.astype(np.int64), step, np.array(shape, dtype=np.int64),
-                    core_count(params), params.sigma, params.r_cut_a, core_a, mono_exp, harm_at, harm_w, n)
+    if core_count(params):
+        step, off = _core_offsets(lattice, shape, core_a)
+        kernel.add_core(c, sites * np.array(shape), basis, off.astype(np.int64), step, np.array(shape, dtype=np.int64),
+                        core_count(params), params.sigma, params.r_cut_a, core_a, mono_exp, harm_at, harm_w, n)
     return c, field, scale
 
 

@@ -2,7 +2,7 @@
 
 One row per element with a shipped pseudopotential (``model/potentials.py``): Pauling electronegativity
 and the single-bond covalent radius in Å (Cordero et al., Dalton Trans. 2008, as ``ase.data`` lists it).
-An element enters the "hydride-v1" descriptor only through these numbers, so an element seen in few
+An element enters the "hydride-v2" descriptor only through these numbers, so an element seen in few
 training cells borrows from the elements next to it in (χ, r_cov).
 """
 from __future__ import annotations

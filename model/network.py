@@ -136,7 +136,7 @@ class ElfModel:
 def _descriptor_key(p: DescriptorParams) -> tuple:
     """What must match between a checkpoint and the descriptor asked for (the name is a label only;
     the embedding tells a species-aware descriptor from paper-v1)."""
-    return (round(p.r_cut_a, 9), p.n_radial, p.l_max, round(p.sigma, 9), tuple(p.species), tuple(p.embedding))
+    return (round(p.r_cut_a, 9), p.n_radial, p.l_max, round(p.sigma, 9), tuple(p.species), tuple(p.embedding), p.kernel)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -151,7 +151,7 @@ def use_grid_path(structure: Structure, shape: tuple[int, int, int], params: Des
     (CPU: spacings ≲ 0.25 Å; CUDA: ≲ 0.15 Å; see GRID_PATH_MIN_RATIO) and its coefficients fit in
     GRID_PATH_MAX_MB; else the direct method."""
     ratio = GRID_PATH_MIN_RATIO["cuda" if torch.device(device).type == "cuda" else "cpu"]
-    return (math.prod(shape) >= ratio * reciprocal_count(structure)
+    return (math.prod(shape) >= ratio * reciprocal_count(structure, params)
             and grid_memory_mb(shape, params) <= GRID_PATH_MAX_MB)
 
 

@@ -261,7 +261,7 @@ def check_species(structure: Structure, supported: tuple[str, ...], name: str = 
     if nowhere:
         hint = f"No elfscreen descriptor knows {', '.join(nowhere)} (the species-aware one covers {' '.join(PROPERTIES)})"
     elif not species_aware:
-        hint = (f"Screening a compound needs a species-aware model (descriptor hydride-v1, elements "
+        hint = (f"Screening a compound needs a species-aware model (descriptor hydride-v2, elements "
                 f"{' '.join(PROPERTIES)}); pass one with --model or $ELFSCREEN_MODEL")
     else:
         hint = None

@@ -154,7 +154,7 @@ def elf_like_grid(lattice: np.ndarray, frac_sites: np.ndarray, shape, **kw) -> n
 
 def descriptor_reference(structure, frac_points: np.ndarray, params, nearest_image_only: bool = False) -> np.ndarray:
     """The descriptor by the addition theorem, float64, brute force over periodic images:
-    P^{ab,l}_nn' = (2l+1)/4π Σ_i Σ_j w_a(i) w_b(j) g_n(r_i) g_n'(r_j) P_l(cos θ_ij), in the feature order of
+    P^{ab,l}_nn' = (2l+1)/4π Σ_i Σ_j w_a(i) w_b(j) g_nl(r_i) g_n'l(r_j) P_l(cos θ_ij), in the feature order of
     ``DescriptorParams.channel_pairs`` (same channel: n ≤ n'; two channels: all n, n'). Channel weights:
     paper-v1, 1 for each atom of ``params.species``; species-aware, H → channel 0, any other atom → its
     element's properties (``model.elements.PROPERTIES``) in channels 1…. With ``nearest_image_only``: the
@@ -197,14 +197,22 @@ def descriptor_reference(structure, frac_points: np.ndarray, params, nearest_ima
         r = np.linalg.norm(vecs, axis=1)
         keep = r <= rc
         vecs, r, w = vecs[keep], r[keep], w[keep]
-        g = np.exp(-((r[:, None] - mu) ** 2) / (2 * params.sigma**2)) * 0.5 * (np.cos(np.pi * r / rc) + 1)[:, None]
+        if params.kernel == "solid":  # mirrored shells, flat to r_cut/3 then a C³ polynomial step to 0 at r_cut
+            x = np.clip((r - rc / 3) / (2 * rc / 3), 0, 1)
+            step = 1 - (35 * x**4 - 84 * x**5 + 70 * x**6 - 20 * x**7)
+            g = 0.5 * (np.exp(-((r[:, None] - mu) ** 2) / (2 * params.sigma**2))
+                       + np.exp(-((r[:, None] + mu) ** 2) / (2 * params.sigma**2))) * step[:, None]
+        else:
+            g = np.exp(-((r[:, None] - mu) ** 2) / (2 * params.sigma**2)) * 0.5 * (np.cos(np.pi * r / rc) + 1)[:, None]
         far = r >= 1e-8  # an atom on the point counts in l = 0 only
         unit = vecs[far] / r[far, None]
         cos = np.clip(unit @ unit.T, -1, 1)
         feats = []
         for l in range(params.l_max + 1):
+            # "solid": g_nl = g_n·(r/ρ_n)^l, ρ_n = μ_n (σ for μ_0 = 0)
+            gl = g * (r[:, None] / np.where(mu > 0, mu, params.sigma)) ** l if params.kernel == "solid" else g
             for a, b in pairs:
-                ga, gb = g * w[:, a, None], g * w[:, b, None]
+                ga, gb = gl * w[:, a, None], gl * w[:, b, None]
                 if l == 0:
                     block = np.outer(ga.sum(0), gb.sum(0)) / (4 * np.pi)
                 else:

@@ -167,15 +167,15 @@ def test_model_field_matches_the_grid_prediction(runs, model):
 
 
 def test_model_field_species_aware_descriptor():
-    """hydride-v1 (three density channels, every atom): the differentiable path gives the values of
+    """hydride-v2 (three density channels, every atom): the differentiable path gives the values of
     the streamed descriptor + network, and its gradient is the derivative of its values."""
     from pymatgen.core import Lattice, Structure
 
-    from elfscreen.model.descriptor import HYDRIDE_V1
+    from elfscreen.model.descriptor import HYDRIDE_V2
     from elfscreen.model.network import ElfModel
 
     structure = Structure.from_spacegroup("Im-3m", Lattice.cubic(3.073), ["S", "H"], [[0, 0, 0], [0.5, 0, 0]])
-    model = ElfModel.untrained(HYDRIDE_V1, n_members=2)
+    model = ElfModel.untrained(HYDRIDE_V2, n_members=2)
     shape = (12, 12, 12)
     flat = np.random.default_rng(2).choice(12**3, 60, replace=False)
     frac = np.stack(np.unravel_index(flat, shape), axis=-1) / np.array(shape)

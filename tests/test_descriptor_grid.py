@@ -8,7 +8,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
-from elfscreen.model.descriptor import HYDRIDE_V1, PAPER_V1, atom_channels, describe
+from elfscreen.model.descriptor import HYDRIDE_V2, PAPER_V1, atom_channels, describe
 from elfscreen.model.descriptor_grid import (_inverse_fft, compiled_coefficients, density_basis, describe_grid,
                                             iter_describe_grid, power_spectrum_channels)
 from elfscreen.model.elements import UnsupportedElementError
@@ -54,7 +54,7 @@ def shape_for(structure: Structure, spacing: float) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("cell,spacing,params", [
     ("crystal", 0.05, PAPER_V1), ("fluid", 0.1, PAPER_V1), ("triclinic", 0.2, PAPER_V1),
-    ("triclinic", 0.1, HYDRIDE_V1), ("hydride", 0.15, HYDRIDE_V1)])
+    ("triclinic", 0.1, HYDRIDE_V2), ("hydride", 0.15, HYDRIDE_V2)])
 def test_grid_path_matches_float64_reference(cell, spacing, params):
     structure = CELLS[cell]()
     shape = shape_for(structure, spacing)
@@ -80,15 +80,15 @@ def _channels(basis, field, scale):
 
 def test_density_basis_rebuilds_the_channels():
     structure = CELLS["hydride"]()  # La, B and H: three species, three channels: no saving
-    _, weights = atom_channels(structure, HYDRIDE_V1)
+    _, weights = atom_channels(structure, HYDRIDE_V2)
     basis, field, scale = density_basis(weights)
     assert basis.shape == (len(structure), 3) and np.allclose(_channels(basis, field, scale), weights)
     _, weights = atom_channels(Structure(Lattice.cubic(4.0), ["La", "H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5],
-                                                                                  [0.2, 0.3, 0.1]]), HYDRIDE_V1)
+                                                                                  [0.2, 0.3, 0.1]]), HYDRIDE_V2)
     basis, field, scale = density_basis(weights)  # H and La: two fields for three channels
     assert basis.shape == (3, 2) and set(basis.sum(0)) == {1.0, 2.0} and field[1] == field[2] != field[0]
     assert np.allclose(_channels(basis, field, scale), weights)
-    _, weights = atom_channels(CELLS["fluid"](), HYDRIDE_V1)  # H only: one field, the metal channels zero
+    _, weights = atom_channels(CELLS["fluid"](), HYDRIDE_V2)  # H only: one field, the metal channels zero
     basis, field, scale = density_basis(weights)
     assert basis.shape == (28, 1) and list(field) == [0, -1, -1]
     assert np.allclose(_channels(basis, field, scale), weights)
@@ -102,13 +102,13 @@ def test_compiled_power_spectrum_equals_the_channel_by_channel_one(structure):
     # the compiled kernel computes each product of fields once and writes its multiples (χ²·p^LaLa, …) and the
     # zero rows; torch's computes every channel pair of the channels rebuilt from the fields
     shape = (7, 8, 9)
-    c, field, scale = compiled_coefficients(structure, shape, HYDRIDE_V1, dtype=torch.float64)
-    fields = torch.from_numpy(c).view(-1, HYDRIDE_V1.n_radial, 9, int(np.prod(shape)))
+    c, field, scale = compiled_coefficients(structure, shape, HYDRIDE_V2, dtype=torch.float64)
+    fields = torch.from_numpy(c).view(-1, HYDRIDE_V2.n_radial, 9, int(np.prod(shape)))
     channels = torch.stack([scale[a] * fields[f] if f >= 0 else torch.zeros_like(fields[0])
                             for a, f in enumerate(field)])
-    expected = power_spectrum_channels(channels, HYDRIDE_V1).T.numpy()
+    expected = power_spectrum_channels(channels, HYDRIDE_V2).T.numpy()
     seen = np.zeros(len(expected), dtype=int)
-    for idx, feats in iter_describe_grid(structure, shape, HYDRIDE_V1, dtype=torch.float64, max_chunk_mb=0.5):
+    for idx, feats in iter_describe_grid(structure, shape, HYDRIDE_V2, dtype=torch.float64, max_chunk_mb=0.5):
         seen[idx] += 1
         assert np.allclose(feats.numpy(), expected[idx], rtol=1e-12, atol=1e-14 * np.abs(expected).max())
     assert (seen == 1).all() and np.abs(expected).max() > 0
@@ -131,58 +131,77 @@ def test_species_aware_direct_path_matches_reference_and_counts_features():
     structure = CELLS["hydride"]()
     points = np.random.default_rng(5).random((30, 3))
     points[0] = structure[0].frac_coords  # on the La atom
-    ref = descriptor_reference(structure, points, HYDRIDE_V1)
-    assert ref.shape[1] == HYDRIDE_V1.n_features == 546
-    ours = describe(structure, points, HYDRIDE_V1, dtype=torch.float64)
+    ref = descriptor_reference(structure, points, HYDRIDE_V2)
+    assert ref.shape[1] == HYDRIDE_V2.n_features == 546
+    ours = describe(structure, points, HYDRIDE_V2, dtype=torch.float64)
     assert np.abs(ours - ref).max() <= 1e-9 * np.abs(ref).max()
     # the metal channels see La and B: moving La changes features that paper-v1 cannot see
     moved = structure.copy()
     moved.translate_sites([0], [0.05, 0, 0])
     assert np.array_equal(describe(moved, points[1:]), describe(structure, points[1:]))  # paper-v1: H only
-    assert not np.allclose(describe(moved, points[1:], HYDRIDE_V1), describe(structure, points[1:], HYDRIDE_V1))
+    assert not np.allclose(describe(moved, points[1:], HYDRIDE_V2), describe(structure, points[1:], HYDRIDE_V2))
 
 
 def test_species_aware_is_invariant_under_rotation_permutation_and_supercell():
     structure = CELLS["hydride"]()
     points = np.random.default_rng(6).random((25, 3))
-    base = describe(structure, points, HYDRIDE_V1, dtype=torch.float64)
+    base = describe(structure, points, HYDRIDE_V2, dtype=torch.float64)
     rot = Rotation.random(random_state=7).as_matrix()
     rotated = Structure(Lattice(structure.lattice.matrix @ rot.T), structure.species, structure.frac_coords)
-    assert np.allclose(describe(rotated, points, HYDRIDE_V1, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
+    assert np.allclose(describe(rotated, points, HYDRIDE_V2, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
     perm = np.random.default_rng(8).permutation(len(structure))
     permuted = Structure(structure.lattice, [structure.species[i] for i in perm], structure.frac_coords[perm])
-    assert np.allclose(describe(permuted, points, HYDRIDE_V1, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
+    assert np.allclose(describe(permuted, points, HYDRIDE_V2, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
     sup = structure.copy()
     sup.make_supercell([2, 1, 2])
-    assert np.allclose(describe(sup, points / [2, 1, 2], HYDRIDE_V1, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
+    assert np.allclose(describe(sup, points / [2, 1, 2], HYDRIDE_V2, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
+
+
+def test_solid_kernel_is_smooth_where_an_atom_is_and_the_gaussian_kernel_is_not():
+    """hydride-v2's kernels γ_n(|x|)·|x|^l·Y_lm are smooth in x: the features at points 1e-4 Å on either side of
+    an atom differ by ~1e-4 of their size (a finite slope), and their gradient there is finite. The spec's
+    g_n(r)·Y_lm(r̂) (paper-v1) jumps: an l ≥ 1 feature sees the atom's direction however close it is."""
+    structure = CELLS["hydride"]()
+    atom = structure.cart_coords[1]  # an H atom
+    step = np.array([1e-4, 0.0, 0.0])
+    points = structure.lattice.get_fractional_coords(np.stack([atom - step, atom + step]))
+    for params, smooth in ((HYDRIDE_V2, True), (PAPER_V1, False)):
+        feats = describe(structure, points, params, dtype=torch.float64)
+        jump = np.abs(feats[0] - feats[1]).max() / np.abs(feats).max()
+        assert (jump < 1e-3) if smooth else (jump > 1e-2), (params.name, jump)
+    ref = descriptor_reference(structure, points, HYDRIDE_V2)
+    assert np.abs(describe(structure, points, HYDRIDE_V2, dtype=torch.float64) - ref).max() <= 1e-9 * np.abs(ref).max()
 
 
 def test_unsupported_element_is_a_clear_input_error():
     structure = Structure(Lattice.cubic(3.0), ["Fe", "H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.2, 0.5, 0.5]])
     with pytest.raises(UnsupportedElementError) as err:
-        describe(structure, np.zeros((1, 3)), HYDRIDE_V1)
+        describe(structure, np.zeros((1, 3)), HYDRIDE_V2)
     assert isinstance(err.value, InputError) and err.value.code == "unsupported_element"
     assert "Fe" in str(err.value) and "La" in str(err.value) and "Si" in str(err.value)
     with pytest.raises(UnsupportedElementError):
-        describe_grid(structure, (4, 4, 4), HYDRIDE_V1)
+        describe_grid(structure, (4, 4, 4), HYDRIDE_V2)
     assert describe(structure, np.zeros((1, 3))).shape == (1, 165)  # paper-v1 sees the H only
 
 
 def test_checkpoint_names_its_descriptor_and_prediction_runs(tmp_path):
-    model = ElfModel.untrained(descriptor=HYDRIDE_V1, n_members=2)
+    model = ElfModel.untrained(descriptor=HYDRIDE_V2, n_members=2)
     path = model.save(tmp_path / "hydride.pt")
-    loaded = ElfModel.load(path, HYDRIDE_V1)
-    assert loaded.descriptor.to_dict() == HYDRIDE_V1.to_dict() and loaded.descriptor.name == "hydride-v1"
+    loaded = ElfModel.load(path, HYDRIDE_V2)
+    assert loaded.descriptor.to_dict() == HYDRIDE_V2.to_dict() and loaded.descriptor.name == "hydride-v2"
     with pytest.raises(CheckpointError):
         ElfModel.load(path, PAPER_V1)
     with pytest.raises(CheckpointError):
-        ElfModel.load(ElfModel.untrained().save(tmp_path / "paper.pt"), HYDRIDE_V1)
+        ElfModel.load(ElfModel.untrained().save(tmp_path / "paper.pt"), HYDRIDE_V2)
     structure = CELLS["hydride"]()
     fine, coarse = shape_for(structure, 0.06), shape_for(structure, 0.4)
-    assert use_grid_path(structure, fine, HYDRIDE_V1) and not use_grid_path(structure, coarse, HYDRIDE_V1)
-    assert use_grid_path(structure, shape_for(structure, 0.1), HYDRIDE_V1, "cuda")
+    assert use_grid_path(structure, fine, HYDRIDE_V2) and not use_grid_path(structure, coarse, PAPER_V1)
+    # hydride-v2's smooth kernels need ~20 Å⁻¹ (paper-v1's 60): its FFT path is the faster one down to
+    # coarse grids (one thread, this cell at 0.4 Å: 6.5 ms against 19 ms direct; at 0.8 Å: 4.0 against 4.7)
+    assert use_grid_path(structure, coarse, HYDRIDE_V2) and not use_grid_path(structure, shape_for(structure, 0.8), HYDRIDE_V2)
+    assert use_grid_path(structure, shape_for(structure, 0.1), HYDRIDE_V2, "cuda")
     pred = predict_grid(structure, loaded, shape=fine)  # FFT path
-    direct, _ = loaded.predict(torch.as_tensor(describe(structure, grid_points(fine), HYDRIDE_V1)))
+    direct, _ = loaded.predict(torch.as_tensor(describe(structure, grid_points(fine), HYDRIDE_V2)))
     assert pred.grid.values.shape == fine and pred.members.shape == (2, *fine)
     assert np.abs(pred.grid.values.ravel() - direct.numpy()).max() < 1e-3
 

@@ -11,7 +11,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from elfscreen.model.calibration import OOD_FACTOR
-from elfscreen.model.descriptor import HYDRIDE_V1
+from elfscreen.model.descriptor import HYDRIDE_V2
 from elfscreen.model.hdos_model import FEATURES, HDosModel, features, fit_hdos_model, h_dos_for, predict_h_dos
 from elfscreen.model.network import ElfModel
 from elfscreen.model.pipeline import screen_structure
@@ -94,7 +94,7 @@ def test_smoke_on_the_dft_hydride_cells():
 
 def test_pipeline_uses_the_model_and_a_user_value_wins(synthetic):
     hdos, _ = synthetic
-    elf = ElfModel.untrained(descriptor=HYDRIDE_V1, n_members=2)
+    elf = ElfModel.untrained(descriptor=HYDRIDE_V2, n_members=2)
     elf.meta = {"hdos_model": hdos.to_dict()}
     s = Structure(Lattice.cubic(3.1), ["Ca", "H", "H", "H", "H"],
                   [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0.25], [0, 0.5, 0.75], [0.25, 0.75, 0.5]])

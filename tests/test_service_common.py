@@ -12,14 +12,14 @@ OPTIONS = {"spacing_a": SPACING}
 
 
 def make_checkpoint(folder) -> str:
-    """An untrained 2-member ELF model, saved, and ELFSCREEN_MODEL pointing at it. Species-aware (hydride-v1),
+    """An untrained 2-member ELF model, saved, and ELFSCREEN_MODEL pointing at it. Species-aware (hydride-v2),
     so a compound such as CaH4 is screened; an H-only model refuses it (tests/test_species.py)."""
-    from elfscreen.model.descriptor import HYDRIDE_V1
+    from elfscreen.model.descriptor import HYDRIDE_V2
     from elfscreen.model.network import ElfModel
     from elfscreen.model.pipeline import forget_model
 
     path = folder / "elf-test.pt"
-    model = ElfModel.untrained(descriptor=HYDRIDE_V1, n_members=2)
+    model = ElfModel.untrained(descriptor=HYDRIDE_V2, n_members=2)
     model.model_version = "service-test"
     model.save(path)
     os.environ["ELFSCREEN_MODEL"] = str(path)

@@ -12,7 +12,7 @@ import sys
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from elfscreen.model.descriptor import HYDRIDE_V1
+from elfscreen.model.descriptor import HYDRIDE_V2
 from elfscreen.model.errors import InputError, UnsupportedElementError
 from elfscreen.model.network import ElfModel
 from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, forget_model, load_model, screen_structure
@@ -35,19 +35,19 @@ def test_shipped_model_refuses_a_hydride_naming_element_list_and_model():
     assert isinstance(e, InputError) and e.code == "unsupported_element" and e.elements == ["S"] and e.supported == ("H",)
     message = str(e)
     assert message.startswith("H3S.cif: element(s) S not supported by model " + model.model_version)
-    assert "supported: H." in message and "hydride-v1" in message and "--model" in message
+    assert "supported: H." in message and "hydride-v2" in message and "--model" in message
     assert e.to_dict()["error"]["input"] == "H3S.cif"
 
 
 def test_species_aware_model_takes_a_hydride_and_names_what_no_descriptor_knows():
-    model = ElfModel.untrained(descriptor=HYDRIDE_V1, n_members=2)
+    model = ElfModel.untrained(descriptor=HYDRIDE_V2, n_members=2)
     result = screen_structure(h3s(), "H3S", model, spacing_a=0.5)
     assert result.reduced_formula == "H3S" and result.h_dos.source == "assumed" and result.phi is not None
     fe = Structure(Lattice.cubic(3.0), ["Fe", "H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0.78]])
     with pytest.raises(UnsupportedElementError) as err:
         screen_structure(fe, "FeH2.cif", model, spacing_a=0.5)
     assert err.value.elements == ["Fe"] and "No elfscreen descriptor knows Fe" in str(err.value)
-    assert "hydride-v1" in str(err.value) and "supported: H La Y" in str(err.value)
+    assert "hydride-v2" in str(err.value) and "supported: H La Y" in str(err.value)
 
 
 def cli(*args):

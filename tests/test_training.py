@@ -124,5 +124,5 @@ def test_train_and_evaluate_commands_on_a_dataset_folder(tmp_path):
     # the species-aware descriptor is chosen at training time and named by the checkpoint
     mh = tmp_path / "mh.pt"
     assert main(["train", "--data", str(tmp_path / "a"), "--out", str(mh), "--members", "1", "--epochs", "1",
-                 "--points-per-structure", "100", "--descriptor", "hydride-v1"]) == 0
-    assert ElfModel.load(mh).descriptor.name == "hydride-v1" and ElfModel.load(ckpt).descriptor.name == "paper-v1"
+                 "--points-per-structure", "100", "--descriptor", "hydride-v2"]) == 0
+    assert ElfModel.load(mh).descriptor.name == "hydride-v2" and ElfModel.load(ckpt).descriptor.name == "paper-v1"
