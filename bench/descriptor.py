@@ -240,14 +240,20 @@ def main(argv=None) -> int:
 
     import torch
 
-    from elfscreen.model.descriptor_grid import G_CUT, CORE_RADIUS_A
+    from elfscreen.model.descriptor import DESCRIPTORS
+    from elfscreen.model.descriptor_grid import CORE_RADIUS_A, G_CUT, core_count, radial_cuts
 
     wanted = [d for d in args.descriptors.split(",") if d]
     runs = [(c, d) for c in args.cells.split(",") if c for d in CELL_DESCRIPTORS[c] if d in wanted]
     print(f"# descriptor benchmark: grid spacing {SPACING_A} Å; dscribe {_version('dscribe')}, torch {torch.__version__}, "
           f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, torch threads per child {args.threads or 'default'}, "
           f"1-min load {os.getloadavg()[0]:.2f}")
-    print(f"# FFT path: G_cut {G_CUT} Å⁻¹, real-space core {CORE_RADIUS_A} Å; subset {args.subset:,} points "
+    for name in wanted:
+        p = DESCRIPTORS[name]
+        cuts = " ".join(f"{c:.1f}" for c in radial_cuts(p, CORE_RADIUS_A, G_CUT))
+        core = f"real-space core {CORE_RADIUS_A} Å for {core_count(p)} functions" if core_count(p) else "no core"
+        print(f"# FFT path, {name} ({p.kernel} kernels): radial cuts {cuts} Å⁻¹, {core}")
+    print(f"# subset {args.subset:,} points "
           f"(seed {SUBSET_SEED}) for dscribe and the direct path; best of {args.repeat}")
     rows = {}
     for cell, descriptor in runs:

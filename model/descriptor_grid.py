@@ -15,7 +15,9 @@ r_cut (the cutoff is C¹). The kernel is therefore split with a switch s(r) (C³
 CORE_RADIUS_A): K·s goes through the FFT, K·(1 − s), non-zero only within CORE_RADIUS_A of an atom, is
 added directly on the grid points near each atom (~3 atoms per point against ~45 for the direct method). What is
 left is the r_cut kink, whose tail beyond G_CUT is below 1e-4 of the largest feature
-(``tests/test_descriptor_grid.py``, docs/DESCRIPTOR.md). Costs: S for |G| ≤ G_cut (atoms × reciprocal
+(``tests/test_descriptor_grid.py``, docs/DESCRIPTOR.md). That is paper-v1's spec kernel ("gaussian"); the
+"solid" kernels of hydride-v2 are smooth everywhere, so they need no core and every radial function is
+cut far below G_CUT at the same truncation error (``radial_cuts``: ≤ 23 Å⁻¹). Costs: S for |G| ≤ G_cut (atoms × reciprocal
 vectors, as matrix products), per channel one product and fold over those vectors and one FFT of the
 grid, then the core; it does not grow with the number of neighbours, the direct method does.
 
