@@ -55,6 +55,12 @@ def runs(quick: bool) -> list[tuple[str, str, dict, dict]]:
     for name, p in (("H3S", 200.0), ("CaH6", 150.0)):
         out += [(name, f"vc-relax {p:.0f} GPa, relax settings", {"relax_gpa": p}, {}),
                 (name, f"vc-relax {p:.0f} GPa, ELF settings", {"relax_gpa": p, **full}, {})]
+    # cheaper still? the relaxation's k-spacing and SCF threshold, against the relax settings, in one run
+    for name, p in (("H3S", 200.0), ("CaH6", 150.0), ("YH4", 150.0)):
+        for label, change in (("relax settings", {}), ("relax k=0.5", {"relax_kspacing": 0.5}),
+                              ("relax conv_thr 1e-7/atom", {"relax_conv_thr_per_atom": 1e-7}),
+                              ("relax k=0.5, conv_thr 1e-7/atom", {"relax_kspacing": 0.5, "relax_conv_thr_per_atom": 1e-7})):
+            out.append((name, f"relax cost {p:.0f} GPa: {label}", {"relax_gpa": p, **change}, {}))
     return out
 
 
@@ -88,6 +94,8 @@ def main() -> int:
             row = {"system": name, "label": label, "changes": changes, "swaps": swaps, "phi": topo.phi,
                    "phi_star": topo.phi_star, "h_dos": rec["h_dos"]["value"], "kmesh": rec["kmesh"],
                    "grid": list(grid.shape), "cpu_s": rec["cpu_s"],
+                   "relax_cpu_s": (rec.get("relax") or {}).get("cpu_s"),
+                   "ionic_steps": (rec.get("relax") or {}).get("ionic_steps"),
                    "volume_per_atom_a3": round(grid.structure.volume / len(grid.structure), 4)}
         except DftError as exc:
             row = {"system": name, "label": label, "changes": changes, "swaps": swaps, "error": str(exc),

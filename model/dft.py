@@ -90,6 +90,7 @@ class DftSettings:
     relax_press_conv_thr_kbar: float = 1.0
     relax_forc_conv_thr: float = 1e-3  # Ry/bohr
     relax_etot_conv_thr: float = 1e-5  # Ry
+    relax_conv_thr_per_atom: float = 1e-8  # Ry per atom, each SCF of the relaxation
     # Born–Oppenheimer MD of the fluid (fixed cell, Verlet, stochastic velocity rescaling thermostat):
     # lower cutoff and coarser k-mesh than the ELF step, which is rerun on each snapshot at full settings
     md_ecutwfc: float = 50.0
@@ -350,7 +351,7 @@ def pw_relax_input(structure: Structure, settings: DftSettings, pseudo_names: Ma
         f"  ecutwfc = {settings.relax_ecutwfc:.1f}", f"  ecutrho = {settings.relax_ecutrho:.1f}",
         "  occupations = 'smearing'", f"  smearing = '{settings.smearing}'", f"  degauss = {settings.degauss:.4f}",
         "  nspin = 1", "/",
-        "&ELECTRONS", f"  conv_thr = {1e-8 * nat:.2e}", f"  mixing_beta = {settings.mixing_beta}",
+        "&ELECTRONS", f"  conv_thr = {settings.relax_conv_thr_per_atom * nat:.2e}", f"  mixing_beta = {settings.mixing_beta}",
         f"  electron_maxstep = {settings.electron_maxstep}", "/",
         "&IONS", "  ion_dynamics = 'bfgs'", "/",
         "&CELL", "  cell_dynamics = 'bfgs'", f"  press = {pressure_gpa * 10.0:.2f}",
