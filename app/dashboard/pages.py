@@ -1,7 +1,8 @@
 """The dashboard's pages under ``/ui`` and its static files under ``/ui/static``.
 
-Pages are plain HTML (``pages/``) with ES-module scripts and one stylesheet (``static/``), no build step
-and nothing from another site: a Content-Security-Policy of ``'self'`` makes the browser refuse
+Pages are plain HTML (``pages/``: each page's ``<main>`` inside the shared ``layout.html``, which holds the
+head, the navigation bar and the API-key form) with ES-module scripts and one stylesheet (``static/``), no
+build step and nothing from another site: a Content-Security-Policy of ``'self'`` makes the browser refuse
 anything else. A page learns where the API is from its ``<meta name="api-root">`` (the ASGI root path,
 so the dashboard works behind a proxy prefix) and resolves its static files against ``<base>``.
 """
@@ -26,21 +27,33 @@ def mount_pages(app: FastAPI) -> None:
 
     @app.get("/ui", include_in_schema=False)
     def overview(request: Request) -> HTMLResponse:
-        return _page(request, "overview.html")
+        return _page(request, "overview")
 
     @app.get("/ui/batches/{batch_id}", include_in_schema=False)
     def batch(request: Request, batch_id: str) -> HTMLResponse:
-        return _page(request, "overview.html")
+        return _page(request, "overview")
 
     @app.get("/ui/screenings/{job_id}", include_in_schema=False)
     def structure(request: Request, job_id: str) -> HTMLResponse:
-        return _page(request, "structure.html")
+        return _page(request, "structure")
 
     @app.get("/ui/parity", include_in_schema=False)
     def parity(request: Request) -> HTMLResponse:
-        return _page(request, "parity.html")
+        return _page(request, "parity")
+
+
+# page → (title, script, extra navigation links after "All results")
+PAGES = {
+    "overview": ("results", "overview.js", ""),
+    "structure": ("structure", "structure.js", '<a id="batch-nav" href="{{root}}/ui">Batch</a> '),
+    "parity": ("ML vs DFT", "parity.js", ""),
+}
 
 
 def _page(request: Request, name: str) -> HTMLResponse:
-    html = (HERE / "pages" / name).read_text(encoding="utf-8").replace("{{root}}", request.scope.get("root_path", ""))
+    title, script, nav = PAGES[name]
+    html = ((HERE / "pages" / "layout.html").read_text(encoding="utf-8")
+            .replace("{{title}}", title).replace("{{script}}", script).replace("{{nav}}", nav)
+            .replace("{{content}}", (HERE / "pages" / f"{name}.html").read_text(encoding="utf-8").rstrip("\n"))
+            .replace("{{root}}", request.scope.get("root_path", "")))
     return HTMLResponse(html, headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})
