@@ -115,10 +115,10 @@ class DftSettings:
 # The settings of the hydride datasets (issue 12; docs/DFT.md has the convergence measurements):
 # norm-conserving PseudoDojo potentials for every species, 100 Ry wavefunctions, 4× for the density,
 # a finer k-mesh than the insulating pure-H crystals need (hydrides at pressure are metals), H_DOS;
-# the vc-relax at 80/320 Ry and 0.4 Å⁻¹ (measured harmless for φ, docs/DFT.md).
+# the vc-relax at 80/320 Ry and 0.4 Å⁻¹ with SCFs to 1e-7 Ry/atom (measured harmless for φ, docs/DFT.md).
 HYDRIDE_SETTINGS = DftSettings(ecutwfc=100.0, ecutrho=400.0, kspacing=0.3, degauss=0.02, potentials="pseudodojo",
                                h_dos=True, relax_ecutwfc=80.0, relax_ecutrho=320.0, relax_kspacing=0.4,
-                               relax_nstep=80)
+                               relax_nstep=80, relax_conv_thr_per_atom=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------------
