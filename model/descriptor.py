@@ -5,7 +5,9 @@ every periodic image, within r_cut:
     g_n(r) = exp(−(r − μ_n)² / 2σ²) · ½(cos(π r / r_cut) + 1),   μ_n = linspace(0, r_cut, n_radial)
     c_nlm(v) = Σ_i g_n(r_vi) · Y_lm(r̂_vi)                       (real, orthonormal Y; l = 1 order y, z, x)
     P^l_nn'(v) = Σ_m c_nlm · c_n'lm,   n ≤ n', blocks l = 0 … l_max
-Lengths in Å, points in fractional coordinates of ``structure.lattice``.
+Lengths in Å, points in fractional coordinates of ``structure.lattice``. The species-aware "hydride-v2"
+adds element-property density channels and smooth kernels instead (``radial_functions``, ``solid_scale``;
+docs/DESCRIPTOR.md).
 
 Computation: points are grouped into small spatial cells; a k-d tree over the periodic images of the H
 atoms gives each group its candidate neighbours (so the cost grows with neighbours, not with
@@ -41,7 +43,8 @@ class DescriptorParams:
     channels: H atoms (weight 1), then one channel per property in which every other atom weighs its
     element's property; ``species`` lists the elements allowed (any other is an
     :class:`UnsupportedElementError`). Power spectra: each channel with itself (n ≤ n') and H with each
-    property channel (all n, n'); see ``channel_pairs`` and docs/DESCRIPTOR.md.
+    property channel (all n, n'); see ``channel_pairs`` and docs/DESCRIPTOR.md. ``kernel`` (``KERNELS``):
+    "gaussian", the spec's g_n(r)·Y_lm(r̂), or "solid", smooth everywhere (``radial_functions``).
     """
 
     r_cut_a: float = 3.0
