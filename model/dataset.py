@@ -58,6 +58,7 @@ from elfscreen.model.prototypes import (
     prototype_entries,
     prototype_size,
     random_composition,
+    volume_guess,
 )
 from elfscreen.model.structures import validate_structure
 from elfscreen.model.volumetric import ElfGrid, read_npz
@@ -437,6 +438,25 @@ def build_structure(kind: str, seed: int, index: int, params: dict) -> tuple[Str
     return structure, info
 
 
+def warm_start(out: Path, params: dict, structure: Structure, info: dict) -> tuple[Structure, dict]:
+    """A prototype entry's starting cell: the same prototype and metals already relaxed in ``out`` at the
+    nearest other pressure P0, scaled by volume_guess(P)/volume_guess(P0), when there is one (its c/a and
+    free Wyckoff parameters are closer to the answer than the prototype's guess); else ``structure``.
+    ``info["start"]`` names the entry it came from."""
+    same = [e for e in read_manifest(out)
+            if e.get("relaxed") and e["generator"].get("prototype") == params["prototype"]
+            and e["generator"].get("substitution") == params["substitution"]
+            and e["pressure_gpa"] != params["pressure_gpa"] and (out / e["file"]).is_file()]
+    if not same:
+        return structure, info
+    near = min(same, key=lambda e: (abs(e["pressure_gpa"] - params["pressure_gpa"]), e["id"]))
+    start, _ = load_entry(out / near["file"])
+    species = [site.specie.symbol for site in start]
+    start.scale_lattice(start.volume * volume_guess(species, params["pressure_gpa"]) / volume_guess(species, near["pressure_gpa"]))
+    return start, {**info, "volume_per_atom_a3": round(start.volume / len(start), 4),
+                   "start": {"from": near["id"], "pressure_gpa": near["pressure_gpa"]}}
+
+
 MdRunner = Callable[..., tuple[list[dict], dict]]
 
 
@@ -653,6 +673,8 @@ def _generate(out: Path, kind, count, seed, relax_fraction, progress, settings, 
                                                   options.md_snapshot_steps)
             else:
                 structure, gen_info = build_structure(kind, seed, i, params)
+                if kind == "hydride-prototype":
+                    structure, gen_info = warm_start(out, params, structure, gen_info)
         except InputError as exc:  # DftError (a failed MD run) included
             append_jsonl(failed_path, {**base, "created": utc_now(), "step": "md" if kind == "fluid-md" else "structure",
                                        "reason": str(exc)})

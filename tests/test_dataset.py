@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from pymatgen.core import Structure
+from pymatgen.core import Lattice, Structure
 
 from elfscreen.model.dataset import (
     FAMILIES,
@@ -32,6 +32,7 @@ from elfscreen.model.dataset import (
     summary_of,
 )
 from elfscreen.model.dft import DftError, DftSettings, qe_available
+from elfscreen.model.prototypes import volume_guess
 from elfscreen.model.structures import validate_structure
 from elfscreen.model.volumetric import ElfGrid
 
@@ -63,6 +64,38 @@ class FakeRunner:
                   "scf": {"scf_converged": True, "scf_iterations": 3, "wall_s": 0.1}, "pp": {"wall_s": 0.1},
                   "elf": {"shape": list(shape), "min": float(values.min()), "max": float(values.max())}, "rescaled": False}
         return ElfGrid(structure=structure, values=values, name=name), record
+
+
+class StretchingRunner(FakeRunner):
+    """A fake relaxation: the cell comes back with its third vector 10 % longer; records each start."""
+
+    def __init__(self):
+        super().__init__()
+        self.starts = []
+
+    def __call__(self, structure, settings, workdir=None, relax_pressure_gpa=None, *, name="x"):
+        self.starts.append(structure.copy())
+        relaxed = Structure(Lattice(structure.lattice.matrix * np.array([[1.0], [1.0], [1.1]])), structure.species,
+                            structure.frac_coords)
+        return super().__call__(relaxed, settings, workdir, relax_pressure_gpa, name=name)
+
+
+def test_prototype_entry_starts_from_its_prototype_relaxed_at_another_pressure(tmp_path):
+    runner = StretchingRunner()
+    generate(tmp_path, "hydride-prototype", 1000, options=replace(SMALL, prototypes=("MH4-I4/mmm",)),
+             runner=runner, max_new=2)
+    first, second = read_manifest(tmp_path)
+    assert first["generator"]["substitution"] == second["generator"]["substitution"]
+    assert "start" not in first["generator_result"]  # nothing relaxed before it: the prototype's guess
+    assert second["generator_result"]["start"] == {"from": first["id"], "pressure_gpa": first["pressure_gpa"]}
+    relaxed, start = load_entry(tmp_path / first["file"])[0], runner.starts[1]
+    species = [site.specie.symbol for site in relaxed]
+    ratio = volume_guess(species, second["pressure_gpa"]) / volume_guess(species, first["pressure_gpa"])
+    assert start.volume == pytest.approx(relaxed.volume * ratio, rel=1e-9)
+    assert np.allclose(start.frac_coords, relaxed.frac_coords)
+    assert np.allclose(np.array(start.lattice.abc) / relaxed.lattice.abc, ratio ** (1 / 3))
+    assert start.lattice.angles == pytest.approx(relaxed.lattice.angles)
+    assert second["input_structure_hash"] != structure_hash(runner.starts[0])
 
 
 def test_plan_is_deterministic_and_covers_the_families():
