@@ -53,9 +53,9 @@ CORE_THRESHOLD = 1e-6  # g_n(0) below which a radial function needs no core
 TABLE_REACH = 1.6  # the tables reach 1.6·G_CUT, for the tails that set the per-function cuts
 TABLE_STEP = 0.02  # Å⁻¹ between tabulated |G| of the Hankel transforms (cubic interpolation)
 # largest block of features per chunk, so that it stays in cache while it is written and read: torch's
-# power spectrum reads and writes its block once per m (hydride-v2, La4H40: 16,384 points (36 MiB) 0.145 s,
+# power spectrum reads and writes its block once per m (hydride-v1, La4H40: 16,384 points (36 MiB) 0.145 s,
 # 8,192 points 0.042 s); the compiled one writes each feature once, but a block beyond the cache still
-# costs the memory traffic (hydride-v2, the whole La4H40 grid: 16 MiB 0.048 s, 4 MiB 0.032 s, 1 MiB 0.030 s)
+# costs the memory traffic (hydride-v1, the whole La4H40 grid: 16 MiB 0.048 s, 4 MiB 0.032 s, 1 MiB 0.030 s)
 FEATURE_BLOCK_MB = {"torch": 16.0, "compiled": 4.0}
 
 
