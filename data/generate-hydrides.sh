@@ -4,6 +4,10 @@
 #   nohup bash data/generate-hydrides.sh > /tmp/elfscreen-hydrides.log 2>&1 &
 # Held out by construction: hydride-test/ (random hydrides, seed 1: other structures) and hydride-lpo/
 # (the MH9 P6_3/mmc prototype family, never in hydride-proto/).
+# The mix per round follows the cost (docs/DFT.md, "What the dataset costs"): a relaxed random hydride
+# costs ~8x an unrelaxed one, so hydride-unrelaxed/ (seed 2, never relaxed) carries the cell count while
+# the prototypes and half of hydride-random/ carry the relaxed ones; an MH9 cell (20 atoms, relaxed)
+# costs as much as ~30 unrelaxed cells, so hydride-lpo/ grows every third round.
 set -u  # a failed command (say, a broken import while the code is edited) waits and the loop goes on
 cd "$(dirname "$0")/.."
 ELFSCREEN=${ELFSCREEN:-elfscreen}
@@ -12,8 +16,12 @@ ROUNDS=${ROUNDS:-100}
 for round in $(seq 1 "$ROUNDS"); do
   $ELFSCREEN dataset generate --out data/hydride-proto --kind hydride-prototype --count 1000 \
     --exclude-prototypes "$LPO" --max-new 6 || sleep 30
-  $ELFSCREEN dataset generate --out data/hydride-random --kind hydride-random --count 400 --max-new 4 || sleep 30
-  $ELFSCREEN dataset generate --out data/crystal-relaxed --kind crystal-relaxed --count 200 --max-atoms 48 --max-new 3 || sleep 30
-  $ELFSCREEN dataset generate --out data/hydride-test --kind hydride-random --seed 1 --count 80 --max-new 1 || sleep 30
-  $ELFSCREEN dataset generate --out data/hydride-lpo --kind hydride-prototype --count 1000 --prototypes "$LPO" --max-new 1 || sleep 30
+  $ELFSCREEN dataset generate --out data/hydride-unrelaxed --kind hydride-random --seed 2 --count 600 \
+    --relax-fraction 0 --max-new 8 || sleep 30
+  $ELFSCREEN dataset generate --out data/hydride-random --kind hydride-random --count 400 --max-new 3 || sleep 30
+  $ELFSCREEN dataset generate --out data/crystal-relaxed --kind crystal-relaxed --count 200 --max-atoms 48 --max-new 6 || sleep 30
+  $ELFSCREEN dataset generate --out data/hydride-test --kind hydride-random --seed 1 --count 80 --max-new 2 || sleep 30
+  if (( round % 3 == 1 )); then
+    $ELFSCREEN dataset generate --out data/hydride-lpo --kind hydride-prototype --count 1000 --prototypes "$LPO" --max-new 1 || sleep 30
+  fi
 done
