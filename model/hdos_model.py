@@ -7,10 +7,13 @@ H's nearest-H distance (Å), the share of H paired in H2 units (nearest H < 1 Å
 distance (Å) and the atom-weighted mean Pauling electronegativity and covalent radius (Å) of the other
 elements (:data:`elfscreen.model.elements.PROPERTIES`).
 
-The regressor is a bootstrap ensemble of ridge regressions in logit space (logit H_DOS, so predictions
-stay in (0, 1)), on standardised features: ``fit(X, y)`` / ``predict(X) -> (mean, std)`` as
+The regressor is a bootstrap ensemble of kernel ridge regressions in logit space (logit H_DOS, so
+predictions stay in (0, 1)) on standardised features, with a linear plus Gaussian (RBF) kernel: the
+linear part extrapolates as a ridge regression would, the Gaussian part bends with the data
+(measured against ridge alone in docs/HDOS.md). ``fit(X, y)`` / ``predict(X) -> (mean, std)`` as
 scikit-learn's, and ``to_dict``/``from_dict`` as plain numbers for the checkpoint's
-``meta["hdos_model"]``. σ is the members' spread scaled by a conformal factor so that |H_DOS_ML −
+``meta["hdos_model"]`` (the standardised training features and each member's dual coefficients). σ is
+the members' spread scaled by a conformal factor so that |H_DOS_ML −
 H_DOS_DFT| ≤ 2σ on 90 % of the calibration structures: the validation split when it holds at least 10
 compounds with H_DOS, otherwise the members' out-of-bag predictions of the training structures (the
 meta says which). Pure hydrogen is not this model's business: its H_DOS is 1 by definition.
@@ -33,7 +36,7 @@ FEATURES = ("h_fraction", "volume_per_atom_a3", "hh_nearest_mean_a", "hh_nearest
             "hx_nearest_mean_a", "other_chi_mean", "other_radius_mean_a")
 EPS = 0.005  # H_DOS is clipped to [EPS, 1 − EPS] before the logit
 MIN_CALIBRATION = math.ceil(1 / (1 - TARGET_COVERAGE))
-FORMAT = "hdos-ridge-bootstrap-1"
+FORMAT = "hdos-kernel-bootstrap-1"
 
 
 def features(structure: Structure) -> np.ndarray:
@@ -69,21 +72,29 @@ def _logit(y: np.ndarray) -> np.ndarray:
 
 @dataclass
 class HDosModel:
-    """Bootstrap ensemble of ridge regressions of logit H_DOS on standardised :data:`FEATURES`."""
+    """Bootstrap ensemble of kernel ridge regressions of logit H_DOS on standardised :data:`FEATURES`;
+    kernel k(z, z') = linear·(z·z')/d + exp(−gamma·|z − z'|²) (d features), penalty ``ridge``."""
 
     members: int = 32
-    ridge: float = 1.0
+    ridge: float = 0.1
+    gamma: float = 0.1
+    linear: float = 1.0
     seed: int = 0
     mean_: np.ndarray | None = None
     scale_: np.ndarray | None = None
-    coefs_: np.ndarray | None = None  # (members, 1 + n_features)
+    basis_: np.ndarray | None = None  # (n_train, n_features): the standardised training features
+    coefs_: np.ndarray | None = None  # (members, n_train): dual coefficients (0 for rows a member did not draw)
+    intercepts_: np.ndarray | None = None  # (members,)
     k_: float = 1.0  # conformal factor on the members' spread
     calibrated_on: str = "none"
     domain_: dict = field(default_factory=dict)
 
-    def _design(self, x: np.ndarray) -> np.ndarray:
-        z = (np.atleast_2d(x) - self.mean_) / self.scale_
-        return np.hstack([np.ones((len(z), 1)), z])
+    def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        sq = (a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T
+        return self.linear * (a @ b.T) / a.shape[1] + np.exp(-self.gamma * np.maximum(sq, 0.0))
+
+    def _standardise(self, x: np.ndarray) -> np.ndarray:
+        return (np.atleast_2d(np.asarray(x, dtype=float)) - self.mean_) / self.scale_
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> "HDosModel":
         """Fit on features ``x`` (n, n_features) and H_DOS ``y`` (n,); remembers each member's
@@ -91,21 +102,23 @@ class HDosModel:
         x, t = np.atleast_2d(np.asarray(x, dtype=float)), _logit(y)
         self.mean_ = x.mean(0)
         self.scale_ = np.where(x.std(0) > 1e-12, x.std(0), 1.0)
-        a = self._design(x)
+        self.basis_ = self._standardise(x)
+        gram = self._kernel(self.basis_, self.basis_)
         rng = np.random.default_rng(self.seed)
-        penalty = self.ridge * np.eye(a.shape[1])
-        penalty[0, 0] = 0.0  # the intercept is not shrunk
-        coefs, self._oob = [], []
-        for _ in range(self.members):
+        self.coefs_, self.intercepts_ = np.zeros((self.members, len(x))), np.zeros(self.members)
+        self._oob = []
+        for m in range(self.members):
             pick = rng.integers(0, len(x), len(x))
-            coefs.append(np.linalg.solve(a[pick].T @ a[pick] + penalty, a[pick].T @ t[pick]))
+            self.intercepts_[m] = t[pick].mean()
+            dual = np.linalg.solve(gram[np.ix_(pick, pick)] + self.ridge * np.eye(len(pick)), t[pick] - self.intercepts_[m])
+            np.add.at(self.coefs_[m], pick, dual)  # a row drawn twice: its two coefficients act on one kernel column
             self._oob.append(np.setdiff1d(np.arange(len(x)), pick))
-        self.coefs_ = np.array(coefs)
         self._train = (x, np.asarray(y, dtype=float))
         return self
 
     def _members(self, x: np.ndarray) -> np.ndarray:
-        return 1 / (1 + np.exp(-(self._design(x) @ self.coefs_.T)))  # (n, members), H_DOS
+        logit = self._kernel(self._standardise(x), self.basis_) @ self.coefs_.T + self.intercepts_
+        return 1 / (1 + np.exp(-logit))  # (n, members), H_DOS
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """H_DOS mean over the members and calibrated σ (the members' spread × the conformal factor)."""
@@ -136,8 +149,9 @@ class HDosModel:
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "features": list(FEATURES), "members": self.members, "ridge": self.ridge,
-                "seed": self.seed, "mean": self.mean_.tolist(), "scale": self.scale_.tolist(),
-                "coefs": self.coefs_.tolist(), "k": float(self.k_), "calibrated_on": self.calibrated_on,
+                "gamma": self.gamma, "linear": self.linear, "seed": self.seed, "mean": self.mean_.tolist(),
+                "scale": self.scale_.tolist(), "basis": self.basis_.tolist(), "coefs": self.coefs_.tolist(),
+                "intercepts": self.intercepts_.tolist(), "k": float(self.k_), "calibrated_on": self.calibrated_on,
                 "domain": self.domain_}
 
     @classmethod
@@ -145,19 +159,21 @@ class HDosModel:
         if d.get("format") != FORMAT or list(d.get("features", [])) != list(FEATURES):
             raise ValueError(f"H_DOS model of format {d.get('format')!r} with features {d.get('features')}: "
                              f"this elfscreen reads {FORMAT} with {list(FEATURES)}")
-        m = cls(members=int(d["members"]), ridge=float(d["ridge"]), seed=int(d["seed"]), k_=float(d["k"]),
-                calibrated_on=str(d["calibrated_on"]), domain_=dict(d.get("domain", {})))
-        m.mean_, m.scale_, m.coefs_ = np.array(d["mean"]), np.array(d["scale"]), np.array(d["coefs"])
+        m = cls(members=int(d["members"]), ridge=float(d["ridge"]), gamma=float(d["gamma"]), linear=float(d["linear"]),
+                seed=int(d["seed"]), k_=float(d["k"]), calibrated_on=str(d["calibrated_on"]),
+                domain_=dict(d.get("domain", {})))
+        m.mean_, m.scale_, m.basis_ = np.array(d["mean"]), np.array(d["scale"]), np.array(d["basis"])
+        m.coefs_, m.intercepts_ = np.array(d["coefs"]), np.array(d["intercepts"])
         return m
 
 
 def fit_hdos_model(train: Sequence[tuple[Structure, float]], validation: Sequence[tuple[Structure, float]] = (),
-                   members: int = 32, ridge: float = 1.0, seed: int = 0) -> HDosModel:
+                   members: int = 32, seed: int = 0) -> HDosModel:
     """Fit on (structure, H_DOS) pairs of compounds and calibrate σ on ``validation`` (or out-of-bag when
     it holds fewer than 10); the model's domain (ranges of each feature, elements) is kept for
     :func:`predict_h_dos`."""
     x = np.stack([features(s) for s, _ in train])
-    model = HDosModel(members=members, ridge=ridge, seed=seed).fit(x, np.array([v for _, v in train]))
+    model = HDosModel(members=members, seed=seed).fit(x, np.array([v for _, v in train]))
     if len(validation) >= MIN_CALIBRATION:
         model.calibrate(np.stack([features(s) for s, _ in validation]), np.array([v for _, v in validation]))
     else:

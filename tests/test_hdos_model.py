@@ -66,6 +66,21 @@ def test_learns_a_known_relation_with_calibrated_sigma(synthetic, tmp_path):
     assert np.array_equal(back.predict(x)[0], mean) and np.array_equal(back.predict(x)[1], std)
 
 
+def test_the_gaussian_kernel_learns_what_a_linear_model_cannot():
+    """logit H_DOS peaked in the volume per atom (a relation no linear model holds): the shipped kernel
+    beats the linear kernel alone (gamma = 0, a ridge regression) on fresh structures by 2× or more."""
+    rng = np.random.default_rng(3)
+    structs = [compound(rng) for _ in range(140)]
+    x = np.stack([features(s) for s in structs])
+    v = x[:, FEATURES.index("volume_per_atom_a3")]
+    y = 1 / (1 + np.exp(-(2.0 - 1.5 * (v - 3.5) ** 2)))
+    fresh = {}
+    for name, options in (("kernel", {}), ("linear", {"gamma": 0.0})):
+        model = HDosModel(**options).fit(x[:100], y[:100])
+        fresh[name] = np.abs(model.predict(x[100:])[0] - y[100:]).mean()
+    assert fresh["kernel"] < 0.5 * fresh["linear"], fresh
+
+
 def test_outside_its_domain_sigma_widens_and_says_so(synthetic):
     model, fresh = synthetic
     meta = model.to_dict()
