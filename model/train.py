@@ -7,7 +7,10 @@ seeds; features standardised with the training set's mean and population std (st
 Sampling: per structure, grid points are drawn roughly uniformly in ELF: the ELF range [0, 1] is cut
 into ``N_BINS`` = 20 bins of width 0.05 and up to ``points_per_structure / N_BINS`` points are drawn
 from each bin (all of a bin's points when it holds fewer), so the rare intermediate ELF values that
-decide φ are not drowned by the common low and high ones.
+decide φ are not drowned by the common low and high ones. With ``bottleneck_weight`` w > 0 the bins
+within ``BOTTLENECK_HALF_WIDTH`` of the structure's DFT φ (its manifest's ``topology.phi``: the ELF value
+of the isosurface that carries the network's bottleneck) draw (1 + w)× as many points; the other bins
+draw fewer, so the total stays ``points_per_structure``.
 
 Splits are by structure: a structure's id decides its side (hash of the id), never its points.
 """
@@ -29,6 +32,7 @@ from elfscreen.model.network import ElfModel, ElfNet
 from elfscreen.model.volumetric import ElfGrid
 
 N_BINS = 20
+BOTTLENECK_HALF_WIDTH = 0.1  # ELF; bins whose centre lies this close to φ are weighted
 
 
 @dataclass
@@ -54,6 +58,7 @@ class TrainConfig:
     test_fraction: float = 0.1
     seed: int = 0
     hidden: tuple[int, ...] = (128, 128)
+    bottleneck_weight: float = 0.0  # extra share of points in the ELF bins around the structure's DFT φ
     calibration: str | None = "additive"  # model.calibration method fitted on the validation split; None: none
 
 
@@ -67,26 +72,35 @@ def split_of(entry_id: str, validation_fraction: float, test_fraction: float) ->
     return "train"
 
 
-def sample_points(values: np.ndarray, n_points: int, rng: np.random.Generator) -> np.ndarray:
-    """Flat grid indices drawn roughly uniformly in ELF (``N_BINS`` equal bins over [0, 1])."""
+def sample_points(values: np.ndarray, n_points: int, rng: np.random.Generator, phi: float | None = None,
+                  bottleneck_weight: float = 0.0) -> np.ndarray:
+    """Flat grid indices drawn roughly uniformly in ELF (``N_BINS`` equal bins over [0, 1]); with
+    ``phi`` and ``bottleneck_weight`` w, the bins centred within ``BOTTLENECK_HALF_WIDTH`` of ``phi``
+    get (1 + w) shares of the ``n_points`` and the others one share each."""
     flat = values.ravel()
     bins = np.minimum((flat * N_BINS).astype(int), N_BINS - 1)
-    per_bin = max(1, n_points // N_BINS)
+    shares = np.ones(N_BINS)
+    if phi is not None and bottleneck_weight > 0:
+        centres = (np.arange(N_BINS) + 0.5) / N_BINS
+        shares[np.abs(centres - phi) <= BOTTLENECK_HALF_WIDTH] += bottleneck_weight
+    quota = np.maximum(1, (n_points * shares / shares.sum()).astype(int))
     picked = []
     for b in range(N_BINS):
         members = np.flatnonzero(bins == b)
-        if len(members) > per_bin:
-            members = rng.choice(members, per_bin, replace=False)
+        if len(members) > quota[b]:
+            members = rng.choice(members, quota[b], replace=False)
         picked.append(members)
     return np.sort(np.concatenate(picked))
 
 
-def point_set(entries: Sequence[Entry], n_points: int, params: DescriptorParams, seed: int):
+def point_set(entries: Sequence[Entry], n_points: int, params: DescriptorParams, seed: int,
+              bottleneck_weight: float = 0.0):
     """Features (float32) and ELF targets at sampled points of every entry, and each point's entry index."""
     feats, targets, owner = [], [], []
     for k, e in enumerate(entries):
         rng = np.random.default_rng([seed, int(hashlib.sha256(e.id.encode()).hexdigest()[:8], 16)])
-        idx = sample_points(e.grid.values, n_points, rng)
+        phi = (e.meta.get("topology") or {}).get("phi")
+        idx = sample_points(e.grid.values, n_points, rng, phi, bottleneck_weight)
         ijk = np.stack(np.unravel_index(idx, e.grid.shape), -1)
         feats.append(describe(e.structure, ijk / np.array(e.grid.shape), params))
         targets.append(e.grid.values.ravel()[idx].astype(np.float32))
@@ -116,7 +130,7 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
         raise ValueError("no structure falls on the training side; give more structures")
     t0 = time.perf_counter()
     log(f"describing {len(train_e)} training and {len(held_e)} held-out structures …")
-    x_tr, y_tr, _ = point_set(train_e, config.points_per_structure, params, config.seed)
+    x_tr, y_tr, _ = point_set(train_e, config.points_per_structure, params, config.seed, config.bottleneck_weight)
     mean = torch.as_tensor(x_tr.mean(0), dtype=torch.float32)
     std = torch.as_tensor(np.sqrt(x_tr.var(0) + 1e-12), dtype=torch.float32)
     x_tr_t = (torch.as_tensor(x_tr) - mean) / std
@@ -155,7 +169,9 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
     meta = {
         "data_identity": data_identity,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
-        "sampling": f"{N_BINS} equal ELF bins over [0, 1], up to {config.points_per_structure // N_BINS} points per bin per structure",
+        "sampling": f"{N_BINS} equal ELF bins over [0, 1], up to {config.points_per_structure // N_BINS} points per bin per structure"
+                    + (f"; the bins within {BOTTLENECK_HALF_WIDTH} of the structure's DFT φ weighted "
+                       f"{1 + config.bottleneck_weight:g}×" if config.bottleneck_weight else ""),
         "splits": {side: sorted(i for i, s in sides.items() if s == side) for side in ("train", "validation", "test")},
         "training_range": training_range(train_e),
         "train_seconds": round(time.perf_counter() - t0, 1),

@@ -43,6 +43,18 @@ def test_sampling_is_roughly_uniform_in_elf():
     assert len(np.unique(idx)) == len(idx)
 
 
+def test_bottleneck_weighting_moves_points_towards_phi_and_keeps_the_total():
+    values = np.random.default_rng(0).beta(0.3, 0.3, size=(30, 30, 30))
+    plain = values.ravel()[sample_points(values, 2000, np.random.default_rng(1))]
+    weighted = values.ravel()[sample_points(values, 2000, np.random.default_rng(1), phi=0.42, bottleneck_weight=3.0)]
+    near = lambda v: np.mean((v >= 0.3) & (v < 0.5))  # the 4 bins centred within 0.1 of φ
+    # 4 of 20 bins with 4 shares each: 16/32 of the points near φ, against 4/20 without weighting
+    assert near(plain) == pytest.approx(0.2, abs=0.02) and near(weighted) == pytest.approx(0.5, abs=0.03)
+    assert abs(len(weighted) - len(plain)) <= N_BINS
+    same = values.ravel()[sample_points(values, 2000, np.random.default_rng(1), phi=0.42, bottleneck_weight=0.0)]
+    assert np.array_equal(same, plain)  # weight 0 is the paper's sampling, draw for draw
+
+
 def test_training_lowers_the_loss_and_round_trips(tmp_path):
     entries = make_entries(12)
     logs = []
