@@ -101,8 +101,14 @@ class NoModelError(InputError):
 
 
 def model_path(path: str | Path | None = None) -> Path:
-    """``path``, else ``$ELFSCREEN_MODEL``, else the checkpoint shipped in ``model/weights/``."""
-    return Path(path or os.environ.get("ELFSCREEN_MODEL") or WEIGHTS_DIR / DEFAULT_MODEL)
+    """``path``, else ``$ELFSCREEN_MODEL``, else the default checkpoint shipped in ``model/weights/``. A
+    bare name that is no file here but names a shipped checkpoint (``elf-h``, ``elf-mh``, with or
+    without ``.pt``) means that checkpoint."""
+    chosen = Path(path or os.environ.get("ELFSCREEN_MODEL") or WEIGHTS_DIR / DEFAULT_MODEL)
+    shipped = WEIGHTS_DIR / (chosen.name if chosen.suffix == ".pt" else f"{chosen.name}.pt")
+    if not chosen.exists() and chosen.parent == Path(".") and shipped.exists():
+        return shipped
+    return chosen
 
 
 def load_model(path: str | Path | None = None, device: str | None = None) -> ElfModel:

@@ -111,3 +111,70 @@ def test_held_out_fluid_snapshots_match_the_model_card(shipped):
     r2 = np.median([r["r2_identity"] for r in got])
     assert r2 >= card["r2_identity"] - R2_MARGIN, f"identity R² median {r2:.4f} vs the card's fluid {card['r2_identity']}"
     assert within_2sigma(shipped, got) >= 0.9  # the calibration's promise (9 of these 10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# elf-mh (the species-aware preview, MODEL_CARD-elf-mh.md)
+# ---------------------------------------------------------------------------------------------------
+
+MH_CARD = WEIGHTS_DIR / "MODEL_CARD-elf-mh.md"
+
+
+def mh_card_row(group_prefix: str) -> dict:
+    """The elf-mh card's held-out table row whose group starts with ``group_prefix``, as numbers."""
+    for line in MH_CARD.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0].startswith(group_prefix) and len(cells) == 8:
+            keys = ("structures", "phi_mae", "phi_worst", "phi_bias", "phi_r2", "elf_mae", "coverage")
+            return dict(zip(keys, (float(c.rstrip("%")) / (100 if c.endswith("%") else 1) for c in cells[1:])))
+    raise AssertionError(f"{MH_CARD}: no held-out row starting {group_prefix!r}")
+
+
+def test_every_shipped_checkpoint_matches_the_weights_manifest():
+    import hashlib
+    import json
+
+    manifest = json.loads((WEIGHTS_DIR / "MANIFEST.json").read_text())
+    assert set(manifest) == {p.name for p in WEIGHTS_DIR.glob("*.pt")}
+    for name, entry in manifest.items():
+        data = (WEIGHTS_DIR / name).read_bytes()
+        assert len(data) == entry["bytes"] and hashlib.sha256(data).hexdigest() == entry["sha256"], name
+        assert torch.load(WEIGHTS_DIR / name, weights_only=True)["model_version"] == entry["model_version"], name
+
+
+def test_a_shipped_model_is_picked_by_name(tmp_path, monkeypatch):
+    from elfscreen.model.pipeline import model_path
+
+    assert model_path("elf-mh") == model_path("elf-mh.pt") == WEIGHTS_DIR / "elf-mh.pt"
+    monkeypatch.setenv("ELFSCREEN_MODEL", "elf-mh")
+    assert model_path() == WEIGHTS_DIR / "elf-mh.pt"
+    monkeypatch.chdir(tmp_path)  # a file of that name in the working directory wins over the shipped one
+    (tmp_path / "elf-mh").write_bytes(b"")
+    assert model_path("elf-mh") == Path("elf-mh")
+
+
+def test_elf_mh_on_held_out_hydrides_matches_its_model_card():
+    """The 15 hydride grids held out by construction that the card lists (hydride-test: random hydrides of
+    another seed; hydride-lpo: the MH9 family never trained on): φ MAE, worst miss, ELF MAE and the 2σ
+    coverage of the calibrated σ as the card states them. An untrained or pure-H checkpoint fails (the
+    latter refuses the metals)."""
+    model = load_model("elf-mh")
+    version = re.search(r"`elf-mh\.pt` — (\S+)", MH_CARD.read_text()).group(1)
+    assert model.model_version == version
+    ids = set(re.findall(r"hydride-(?:prototype|random)-s\d-\d{6}", MH_CARD.read_text().split("test_shipped_model.py` evaluates")[1].split("\n\n")[0]))
+    assert len(ids) == 15
+    entries, _ = load_entries([DATA / "hydride-test", DATA / "hydride-lpo"])
+    entries = [e for e in entries if e.id in ids]
+    assert len(entries) == 15 and not ids & set(model.meta["splits"]["train"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        got = [evaluate_entry(model, e)[0] for e in entries]
+    finally:
+        torch.set_num_threads(threads)
+    card = mh_card_row("hydride-test + hydride-lpo")
+    err = phi_errors(got)
+    assert err.max() <= card["phi_worst"] + PHI_MAE_MARGIN, f"worst |Δφ| {err.max():.3f} vs the card's {card['phi_worst']}"
+    assert err.mean() <= card["phi_mae"] + PHI_MAE_MARGIN, f"φ MAE {err.mean():.4f} vs the card's {card['phi_mae']}"
+    assert np.mean([r["mae"] for r in got]) <= card["elf_mae"] * ELF_MAE_FACTOR
+    assert within_2sigma(model, got) >= card["coverage"] - 1e-9

@@ -35,7 +35,7 @@ def test_shipped_model_refuses_a_hydride_naming_element_list_and_model():
     assert isinstance(e, InputError) and e.code == "unsupported_element" and e.elements == ["S"] and e.supported == ("H",)
     message = str(e)
     assert message.startswith("H3S.cif: element(s) S not supported by model " + model.model_version)
-    assert "supported: H." in message and "hydride-v2" in message and "--model" in message
+    assert "supported: H." in message and "hydride-v2" in message and "--model elf-mh" in message
     assert e.to_dict()["error"]["input"] == "H3S.cif"
 
 
@@ -68,6 +68,10 @@ def test_cli_screen_and_predict_exit_2_and_screen_the_others(tmp_path, monkeypat
     out = tmp_path / "elf.cube"
     proc = cli("predict", str(bad), "--out", str(out), "--spacing", "0.3")
     assert proc.returncode == 2 and json.loads(proc.stdout)["error"]["code"] == "unsupported_element" and not out.exists()
+    proc = cli("screen", str(bad), "--model", "elf-mh", "--spacing", "0.3")  # the shipped species-aware preview
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["phi"] is not None and result["h_dos"]["source"] == "model"
+    assert result["provenance"]["model_version"].startswith("elf-mh-")
 
 
 def test_service_answers_422_at_submission_naming_the_file(tmp_path, monkeypatch):
