@@ -1,4 +1,5 @@
-"""The shipped checkpoint's science: φ and ELF against DFT on held-out grids, within the model card's figures.
+"""The shipped checkpoints' science: φ and ELF against DFT on held-out grids, within the model cards' figures
+(the default ``elf-h.pt`` first; ``elf-mh.pt``, the species-aware preview, at the end).
 
 Every other test runs an untrained model; this one loads ``model/weights/elf-h.pt`` and predicts the ELF
 on exactly the DFT grids of structures it never trained on (``data/crystal-test``: all 29 cubic and
