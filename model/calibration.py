@@ -159,8 +159,10 @@ def calibrate(uncertainty: dict | None, calibration: dict | None, domain_flags: 
 
 def domain_flags(structure, meta: dict) -> list[str]:
     """Where ``structure`` lies outside the data the model was trained on (``meta["training_range"]``):
-    density (Å³/atom), shortest H–H distance (Å), and elements the training structures did not hold
-    (``species``, when the range lists them). One message per finding, each ending in the widening."""
+    density (Å³/atom), shortest H–H distance (Å), and, when the range lists them, elements the training
+    structures did not hold (``species``), an H fraction outside theirs (``h_fraction``) and two other
+    elements that never shared a training structure (``element_pairs``: a ternary whose metals were only
+    seen apart). One message per finding, each ending in the widening."""
     rng = (meta or {}).get("training_range") or {}
     widen = float((meta or {}).get("calibration", {}).get("ood_factor", OOD_FACTOR))
     tail = f"; uncertainties widened ×{widen:g}"
@@ -183,6 +185,15 @@ def domain_flags(structure, meta: dict) -> list[str]:
         if new:
             out.append(f"element(s) {', '.join(new)} appear in no training structure (trained on "
                        f"{', '.join(trained)}){tail}")
+    lo, hi = rng.get("h_fraction", (None, None))
+    x_h = structure.composition.get_atomic_fraction("H")
+    if lo is not None and not lo - 1e-9 <= x_h <= hi + 1e-9:
+        out.append(f"H fraction {x_h:.2f} is outside the training range {lo:.2f}–{hi:.2f}{tail}")
+    if "element_pairs" in rng:
+        others = sorted({s.specie.symbol for s in structure} - {"H"} - set(new if trained else ()))
+        unseen = [f"{a}–{b}" for i, a in enumerate(others) for b in others[i + 1:] if f"{a}-{b}" not in rng["element_pairs"]]
+        if unseen:
+            out.append(f"element pair(s) {', '.join(unseen)} share no training structure{tail}")
     return out
 
 

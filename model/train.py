@@ -228,8 +228,15 @@ def hdos_model_meta(entries: Sequence[Entry], sides: dict[str, str], seed: int =
 
 
 def training_range(entries: Sequence[Entry]) -> dict:
-    """Density range (Å³/atom), shortest H–H distance (Å) and elements of the training structures."""
+    """Density range (Å³/atom), shortest H–H distance (Å), elements, H fraction (atoms) range and the
+    pairs of other elements that share a training structure (``"Ca-Y"``, alphabetical) of the training
+    structures."""
     vpa = [e.structure.volume / len(e.structure) for e in entries]
+    h_fraction = [e.structure.composition.get_atomic_fraction("H") for e in entries]
+    pairs = set()
+    for e in entries:
+        others = sorted({el.symbol for el in e.structure.composition.elements} - {"H"})
+        pairs.update(f"{a}-{b}" for i, a in enumerate(others) for b in others[i + 1:])
     min_hh = []
     for e in entries:
         h = e.structure.copy()
@@ -239,7 +246,8 @@ def training_range(entries: Sequence[Entry]) -> dict:
             min_hh.append(float(d.min()))
     return {"volume_per_atom_a3": [float(min(vpa)), float(max(vpa))],
             "min_hh_a": float(min(min_hh)) if min_hh else None,
-            "species": sorted({el.symbol for e in entries for el in e.structure.composition.elements})}
+            "species": sorted({el.symbol for e in entries for el in e.structure.composition.elements}),
+            "h_fraction": [float(min(h_fraction)), float(max(h_fraction))], "element_pairs": sorted(pairs)}
 
 
 def load_entries(folders: Sequence[str | Path]) -> tuple[list[Entry], str]:

@@ -17,7 +17,7 @@ from elfscreen.model.evaluate import calibrate_on_validation, coverage_by_group,
 from elfscreen.model.network import ElfModel
 from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, screen_structure
 from elfscreen.model.tc import tc_sensitivity
-from elfscreen.model.train import split_of
+from elfscreen.model.train import Entry, split_of, training_range
 
 Z90 = norm.ppf(0.95)  # |e| ≤ 1.645·s on 90 % of Gaussian errors of scale s
 
@@ -98,6 +98,27 @@ def test_domain_flags_name_density_short_pairs_and_new_elements():
     assert all(f.endswith("uncertainties widened ×2") for f in flags)
     mixed = Structure(Lattice.cubic(2.6), ["S", "H", "H", "H", "H", "H"], inside.frac_coords)
     assert any(f.startswith("element(s) S appear in no training structure") for f in domain_flags(mixed, meta))
+
+
+def test_domain_flags_name_an_h_fraction_and_a_metal_pair_never_trained_on():
+    """The range of a model trained on CaH6 and YH6 (binary only): CaYH12 holds both metals, which never
+    shared a structure; CaH2 has less H than any training cell; a new element is named once, not again
+    as a pair."""
+    ca = Structure(Lattice.cubic(3.5), ["Ca"] + ["H"] * 6, [[0, 0, 0]] + [[0.25 * (i + 1) % 1, 0.5, 0.1 * i] for i in range(6)])
+    y = Structure(Lattice.cubic(3.5), ["Y"] + ["H"] * 6, ca.frac_coords)
+    rng = training_range([Entry("ca", ca, None), Entry("y", y, None)])
+    assert rng["h_fraction"] == [pytest.approx(6 / 7), pytest.approx(6 / 7)] and rng["element_pairs"] == []
+    meta = {"training_range": {**rng, "volume_per_atom_a3": [1.0, 20.0], "min_hh_a": 0.1}}
+    assert domain_flags(ca, meta) == []
+    cay = Structure(Lattice.cubic(5.0), ["Ca", "Y"] + ["H"] * 12, [[0, 0, 0], [0.5, 0.5, 0.5]] + [[0.08 * i, 0.25, 0.7] for i in range(12)])
+    flags = domain_flags(cay, meta)
+    assert flags == ["element pair(s) Ca–Y share no training structure; uncertainties widened ×2"]
+    cah2 = Structure(Lattice.cubic(3.0), ["Ca", "H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0]])
+    assert domain_flags(cah2, meta) == ["H fraction 0.67 is outside the training range 0.86–0.86; uncertainties widened ×2"]
+    sc = Structure(Lattice.cubic(5.0), ["Ca", "Sc"] + ["H"] * 12, cay.frac_coords)
+    assert [f.split(" ")[0] + " " + f.split(" ")[1] for f in domain_flags(sc, meta)] == ["element(s) Sc"]
+    old = {"training_range": {k: v for k, v in meta["training_range"].items() if k not in ("h_fraction", "element_pairs")}}
+    assert domain_flags(cay, old) == []  # a checkpoint from before 0.11.0 has neither list: no flag
 
 
 def test_the_pipeline_applies_the_checkpoints_calibration(tmp_path):
