@@ -112,6 +112,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, default=80, help="epochs per member (default 80)")
     tr.add_argument("--points-per-structure", type=int, default=2000, help="sampled grid points per structure")
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--hidden", default="128,128", metavar="N,N",
+                    help="hidden layer widths of each member's MLP (default 128,128: the paper's)")
     tr.add_argument("--bottleneck-weight", type=float, default=0.0, metavar="W",
                     help="draw (1 + W)x the points in the ELF bins within 0.1 of each structure's DFT φ "
                          "(default 0: uniform in ELF, the paper's sampling)")
@@ -306,13 +308,24 @@ def _dataset(args) -> int:
     return dataset_cli.run(args)
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise InputError("--hidden", f"{text!r} is not a comma-separated list of positive layer widths (e.g. 128,128)")
+    return widths
+
+
 def _train(args) -> int:
     from elfscreen.model.descriptor import DESCRIPTORS
     from elfscreen.model.train import TrainConfig, train
 
     entries, identity = _load_data(args.data)
     config = TrainConfig(members=args.members, epochs=args.epochs, points_per_structure=args.points_per_structure,
-                         seed=args.seed, bottleneck_weight=args.bottleneck_weight)
+                         seed=args.seed, bottleneck_weight=args.bottleneck_weight,
+                         hidden=_widths(args.hidden))
     model = train(entries, config, DESCRIPTORS[args.descriptor], model_version=args.version, data_identity=identity)
     model.meta["datasets"] = [str(Path(d)) for d in args.data]
     model.save(args.out, half=args.half)

@@ -138,3 +138,10 @@ def test_train_and_evaluate_commands_on_a_dataset_folder(tmp_path):
     assert main(["train", "--data", str(tmp_path / "a"), "--out", str(mh), "--members", "1", "--epochs", "1",
                  "--points-per-structure", "100", "--descriptor", "hydride-v2"]) == 0
     assert ElfModel.load(mh).descriptor.name == "hydride-v2" and ElfModel.load(ckpt).descriptor.name == "paper-v1"
+    # the network's widths are chosen at training time too; a malformed list is exit 2, no checkpoint
+    wide = tmp_path / "wide.pt"
+    assert main(["train", "--data", str(tmp_path / "a"), "--out", str(wide), "--members", "1", "--epochs", "1",
+                 "--points-per-structure", "100", "--hidden", "32,16,8"]) == 0
+    assert ElfModel.load(wide).members[0].hidden == (32, 16, 8)
+    assert main(["train", "--data", str(tmp_path / "a"), "--out", str(tmp_path / "bad.pt"), "--hidden", "64,x"]) == 2
+    assert not (tmp_path / "bad.pt").exists()
