@@ -86,7 +86,7 @@ class DftSettings:
     relax_ecutwfc: float = 60.0
     relax_ecutrho: float = 240.0
     relax_kspacing: float = 0.6
-    relax_nstep: int = 60
+    relax_nstep: int = 100  # 60 before 0.11.0: 4 of 34 pure-H relaxations stopped there (the converged ones took 4–52)
     relax_press_conv_thr_kbar: float = 1.0
     relax_forc_conv_thr: float = 1e-3  # Ry/bohr
     relax_etot_conv_thr: float = 1e-5  # Ry
