@@ -157,6 +157,13 @@ def calibrate(uncertainty: dict | None, calibration: dict | None, domain_flags: 
     return out
 
 
+def element_pairs(symbols) -> set[str]:
+    """The pairs of distinct elements other than H among ``symbols``, as ``"A-B"`` (alphabetical): the
+    keys of a training range's ``element_pairs``."""
+    others = sorted(set(symbols) - {"H"})
+    return {f"{a}-{b}" for i, a in enumerate(others) for b in others[i + 1:]}
+
+
 def domain_flags(structure, meta: dict) -> list[str]:
     """Where ``structure`` lies outside the data the model was trained on (``meta["training_range"]``):
     density (Å³/atom), shortest H–H distance (Å), and, when the range lists them, elements the training
@@ -180,20 +187,18 @@ def domain_flags(structure, meta: dict) -> list[str]:
         if len(dist):
             out.append(f"H–H distance {dist.min():.3f} Å is shorter than any in the training data ({min_hh:.3f} Å){tail}")
     trained = rng.get("species")
-    if trained:
-        new = sorted({s.specie.symbol for s in structure} - set(trained))
-        if new:
-            out.append(f"element(s) {', '.join(new)} appear in no training structure (trained on "
-                       f"{', '.join(trained)}){tail}")
+    new = sorted({s.specie.symbol for s in structure} - set(trained)) if trained else []
+    if new:
+        out.append(f"element(s) {', '.join(new)} appear in no training structure (trained on "
+                   f"{', '.join(trained)}){tail}")
     lo, hi = rng.get("h_fraction", (None, None))
     x_h = structure.composition.get_atomic_fraction("H")
     if lo is not None and not lo - 1e-9 <= x_h <= hi + 1e-9:
         out.append(f"H fraction {x_h:.2f} is outside the training range {lo:.2f}–{hi:.2f}{tail}")
-    if "element_pairs" in rng:
-        others = sorted({s.specie.symbol for s in structure} - {"H"} - set(new if trained else ()))
-        unseen = [f"{a}–{b}" for i, a in enumerate(others) for b in others[i + 1:] if f"{a}-{b}" not in rng["element_pairs"]]
+    if "element_pairs" in rng:  # a new element is named above, not again in its pairs
+        unseen = sorted(element_pairs({s.specie.symbol for s in structure} - set(new)) - set(rng["element_pairs"]))
         if unseen:
-            out.append(f"element pair(s) {', '.join(unseen)} share no training structure{tail}")
+            out.append(f"element pair(s) {', '.join(p.replace('-', '–') for p in unseen)} share no training structure{tail}")
     return out
 
 

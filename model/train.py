@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
+from elfscreen.model.calibration import element_pairs
 from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
 from elfscreen.model.network import ElfModel, ElfNet
 from elfscreen.model.volumetric import ElfGrid
@@ -233,10 +234,7 @@ def training_range(entries: Sequence[Entry]) -> dict:
     structures."""
     vpa = [e.structure.volume / len(e.structure) for e in entries]
     h_fraction = [e.structure.composition.get_atomic_fraction("H") for e in entries]
-    pairs = set()
-    for e in entries:
-        others = sorted({el.symbol for el in e.structure.composition.elements} - {"H"})
-        pairs.update(f"{a}-{b}" for i, a in enumerate(others) for b in others[i + 1:])
+    pairs = set().union(*(element_pairs(el.symbol for el in e.structure.composition.elements) for e in entries))
     min_hh = []
     for e in entries:
         h = e.structure.copy()
