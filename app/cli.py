@@ -117,6 +117,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     tr.add_argument("--bottleneck-weight", type=float, default=0.0, metavar="W",
                     help="draw (1 + W)x the points in the ELF bins within 0.1 of each structure's DFT φ "
                          "(default 0: uniform in ELF, the paper's sampling)")
+    tr.add_argument("--phi-weight", type=float, default=0.0, metavar="L",
+                    help="add L x a loss on φ itself: the predicted ELF at each training structure's predicted "
+                         "bottleneck against its DFT φ (default 0: the paper's loss alone)")
     tr.add_argument("--version", default="dev", help="model version string stored in the checkpoint")
     tr.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; the shipped model does)")
     tr.add_argument("--descriptor", default="paper-v1", choices=["paper-v1", "hydride-v2"],
@@ -324,7 +327,7 @@ def _train(args) -> int:
 
     entries, identity = _load_data(args.data)
     config = TrainConfig(members=args.members, epochs=args.epochs, points_per_structure=args.points_per_structure,
-                         seed=args.seed, bottleneck_weight=args.bottleneck_weight,
+                         seed=args.seed, bottleneck_weight=args.bottleneck_weight, phi_weight=args.phi_weight,
                          hidden=_widths(args.hidden))
     model = train(entries, config, DESCRIPTORS[args.descriptor], model_version=args.version, data_identity=identity)
     model.meta["datasets"] = [str(Path(d)) for d in args.data]

@@ -12,6 +12,14 @@ within ``BOTTLENECK_HALF_WIDTH`` of the structure's DFT φ (its manifest's ``top
 of the isosurface that carries the network's bottleneck) draw (1 + w)× as many points; the other bins
 draw fewer, so the total stays ``points_per_structure``.
 
+A loss term on φ itself (``phi_weight`` λ > 0): φ is a maximin over paths, so its gradient is the ELF's at
+one point, the bottleneck voxel where the predicted field's superlevel set first spans the cell in three
+directions. From half the epochs on, every ``PHI_REFRESH_EPOCHS`` epochs, each member predicts the ELF on
+a grid of every training structure (its stored grid, halved per axis until at most ``PHI_GRID_POINTS``
+points) and the sweep finds that voxel; until the next refresh, each step adds λ·Huber(f(x*) − φ_DFT)
+over those voxels to the ELF loss. Pushing f(x*) towards the DFT φ moves the predicted φ towards it (until
+another path takes over, which the next refresh finds).
+
 Splits are by structure: a structure's id decides its side (hash of the id), never its points.
 """
 from __future__ import annotations
@@ -30,10 +38,13 @@ from pymatgen.core import Structure
 from elfscreen.model.calibration import element_pairs
 from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
 from elfscreen.model.network import ElfModel, ElfNet
+from elfscreen.model.sweep import EVENT_3D, sweep
 from elfscreen.model.volumetric import ElfGrid
 
 N_BINS = 20
 BOTTLENECK_HALF_WIDTH = 0.1  # ELF; bins whose centre lies this close to φ are weighted
+PHI_GRID_POINTS = 16_000  # the φ term's grid per structure: the stored one, halved per axis until this small
+PHI_REFRESH_EPOCHS = 5  # the predicted bottlenecks are found again this often, from half the epochs on
 
 
 @dataclass
@@ -60,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     hidden: tuple[int, ...] = (128, 128)
     bottleneck_weight: float = 0.0  # extra share of points in the ELF bins around the structure's DFT φ
+    phi_weight: float = 0.0  # λ of the loss term on φ itself (module docstring); 0: the paper's loss alone
     calibration: str | None = "additive"  # model.calibration method fitted on the validation split; None: none
 
 
@@ -109,6 +121,58 @@ def point_set(entries: Sequence[Entry], n_points: int, params: DescriptorParams,
     return np.concatenate(feats), np.concatenate(targets), np.concatenate(owner)
 
 
+@dataclass
+class PhiSet:
+    """What the φ term needs of each training structure with a DFT φ: standardised features (float16) at
+    every point of its φ grid (C order, ``shapes[k]``) and the DFT φ (``topology.phi`` of its manifest)."""
+
+    features: list[torch.Tensor]
+    shapes: list[tuple[int, int, int]]
+    phi: list[float]
+
+
+def phi_grid_shape(shape: Sequence[int], max_points: int = PHI_GRID_POINTS) -> tuple[int, int, int]:
+    """``shape`` halved per axis (rounding up) until it has at most ``max_points`` points."""
+    out = np.array(shape)
+    while out.prod() > max_points:
+        out = (out + 1) // 2
+    return tuple(int(n) for n in out)
+
+
+def phi_set(entries: Sequence[Entry], params: DescriptorParams, mean: torch.Tensor, std: torch.Tensor) -> PhiSet:
+    """The :class:`PhiSet` of ``entries`` (those without a DFT φ are left out)."""
+    out = PhiSet([], [], [])
+    for e in entries:
+        phi = (e.meta.get("topology") or {}).get("phi")
+        if phi is None:
+            continue
+        shape = phi_grid_shape(e.grid.shape)
+        ijk = np.stack(np.unravel_index(np.arange(int(np.prod(shape))), shape), -1)
+        x = torch.as_tensor(describe(e.structure, ijk / np.array(shape), params))
+        out.features.append(((x - mean) / std).half())
+        out.shapes.append(shape)
+        out.phi.append(float(phi))
+    return out
+
+
+def bottleneck_points(net: ElfNet, phis: PhiSet) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """For each structure of ``phis``: the features at the bottleneck voxel of ``net``'s predicted ELF (the
+    voxel whose value is the grid's φ: where {ELF ≥ t} first spans the cell in three directions), its DFT
+    φ, and the predicted grid φ (the voxel's value)."""
+    xs, ys, grid_phi = [], [], []
+    with torch.no_grad():
+        for x, shape, phi in zip(phis.features, phis.shapes, phis.phi):
+            pred = net(x.float()).numpy().reshape(shape)
+            voxel = int(sweep(pred).events[EVENT_3D, 0])
+            if voxel >= 0:
+                xs.append(x[voxel].float())
+                ys.append(phi)
+                grid_phi.append(float(pred.flat[voxel]))
+    if not xs:
+        return torch.zeros((0, phis.features[0].shape[1] if phis.features else 0)), torch.zeros(0), np.zeros(0)
+    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.float32), np.array(grid_phi)
+
+
 def point_metrics(pred: np.ndarray, ref: np.ndarray) -> dict:
     """MAE, RMSE, identity R² (1 − SS_res/SS_tot) and correlated R² (squared Pearson r)."""
     pred, ref = np.asarray(pred, float), np.asarray(ref, float)
@@ -140,6 +204,10 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
         x_ho, y_ho, owner_ho = point_set(held_e, config.points_per_structure, params, config.seed)
         x_ho_t = (torch.as_tensor(x_ho) - mean) / std
     log(f"{len(y_tr)} training points ({time.perf_counter() - t0:.1f} s)")
+    phis = phi_set(train_e, params, mean, std) if config.phi_weight > 0 else None
+    if phis is not None:
+        log(f"φ term: {len(phis.phi)} structures, {sum(len(x) for x in phis.features)} grid points "
+            f"({time.perf_counter() - t0:.1f} s)")
     members = []
     for m in range(config.members):
         torch.manual_seed(config.seed + m)
@@ -147,7 +215,12 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
         opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = torch.nn.SmoothL1Loss(beta=config.huber_beta)
         gen = torch.Generator().manual_seed(config.seed + 1000 + m)
+        x_phi = None
         for epoch in range(config.epochs):
+            if phis is not None and epoch >= config.epochs // 2 and (epoch - config.epochs // 2) % PHI_REFRESH_EPOCHS == 0:
+                x_phi, y_phi, grid_phi = bottleneck_points(net.eval(), phis)
+                log(f"member {m + 1} epoch {epoch + 1}: φ term on {len(y_phi)} bottlenecks, "
+                    f"grid φ MAE {np.abs(grid_phi - y_phi.numpy()).mean():.4f}")
             perm = torch.randperm(len(y_tr_t), generator=gen)
             total = 0.0
             net.train()
@@ -155,6 +228,8 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
                 b = perm[s : s + config.batch_size]
                 opt.zero_grad()
                 loss = loss_fn(net(x_tr_t[b]), y_tr_t[b])
+                if x_phi is not None and len(x_phi):
+                    loss = loss + config.phi_weight * loss_fn(net(x_phi), y_phi)
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(b)
@@ -173,6 +248,10 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
         "sampling": f"{N_BINS} equal ELF bins over [0, 1], up to {config.points_per_structure // N_BINS} points per bin per structure"
                     + (f"; the bins within {BOTTLENECK_HALF_WIDTH} of the structure's DFT φ weighted "
                        f"{1 + config.bottleneck_weight:g}×" if config.bottleneck_weight else ""),
+        "loss": f"Huber β {config.huber_beta} on the sampled points"
+                + (f" + {config.phi_weight:g} × the same on φ at the predicted bottlenecks (found every "
+                   f"{PHI_REFRESH_EPOCHS} epochs from epoch {config.epochs // 2 + 1}, grids ≤ {PHI_GRID_POINTS} points)"
+                   if config.phi_weight else ""),
         "splits": {side: sorted(i for i, s in sides.items() if s == side) for side in ("train", "validation", "test")},
         "training_range": training_range(train_e),
         "train_seconds": round(time.perf_counter() - t0, 1),

@@ -10,9 +10,10 @@ from pymatgen.core import Lattice, Structure
 
 from elfscreen.model.evaluate import evaluate
 from elfscreen.model.network import ElfModel
-from elfscreen.model.train import N_BINS, Entry, TrainConfig, point_set, sample_points, split_of, train
+from elfscreen.model.train import (N_BINS, Entry, PhiSet, TrainConfig, bottleneck_points, phi_grid_shape, phi_set,
+                                   point_set, sample_points, split_of, train)
 from elfscreen.model.volumetric import ElfGrid
-from reference import elf_like_grid
+from reference import elf_like_grid, thresholds
 
 
 def make_entries(n: int) -> list[Entry]:
@@ -73,6 +74,41 @@ def test_training_lowers_the_loss_and_round_trips(tmp_path):
     assert torch.equal(loaded.predict(torch.as_tensor(x))[0], model.predict(torch.as_tensor(x))[0])
     assert loaded.meta["training_range"]["min_hh_a"] > 0
     assert model.meta["metrics_held_out_points"]["mae"] < 0.1
+
+
+def test_bottleneck_points_take_the_voxel_whose_value_is_the_grid_phi():
+    """The φ term's point per structure is where the predicted field's {ELF ≥ t} first spans the cell: its
+    value is the grid φ of a slow reference (scipy labelling + loop ranks, tests/reference.py)."""
+    entries = make_entries(3)
+    grids = [e.grid.values.astype(np.float16) for e in entries]
+    features = [torch.as_tensor(np.stack([g.ravel(), np.zeros(g.size, np.float16)], 1)) for g in grids]
+    phis = PhiSet(features, [g.shape for g in grids], [0.5, 0.6, 0.7])
+    x, y, grid_phi = bottleneck_points(lambda f: f[:, 0], phis)
+    expected = [thresholds(g.astype(np.float64))["phi"] for g in grids]
+    assert np.allclose(grid_phi, expected) and np.allclose(x[:, 0].numpy(), expected)
+    assert y.tolist() == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_phi_grid_shape_halves_until_small():
+    assert phi_grid_shape((20, 20, 20), 16_000) == (20, 20, 20)
+    assert phi_grid_shape((40, 41, 90), 16_000) == (10, 11, 23)
+
+
+def test_phi_term_moves_the_training_structures_phi_towards_dft():
+    """With λ > 0 the members' grid φ on their own training structures ends nearer the DFT φ than without
+    (same seeds, same points): the term does what it is for."""
+    entries = make_entries(12)
+    for e in entries:
+        e.meta["topology"] = {"phi": thresholds(e.grid.values)["phi"]}
+    config = TrainConfig(members=1, epochs=20, batch_size=256, points_per_structure=200, calibration=None)
+    errors = {}
+    for weight in (0.0, 2.0):
+        model = train(entries, TrainConfig(**{**config.__dict__, "phi_weight": weight}), log=lambda msg: None)
+        train_e = [e for e in entries if e.id in model.meta["splits"]["train"]]
+        phis = phi_set(train_e, model.descriptor, model.feature_mean, model.feature_std)
+        _, y, grid_phi = bottleneck_points(model.members[0], phis)
+        errors[weight] = np.abs(grid_phi - y.numpy()).mean()
+    assert errors[2.0] < 0.7 * errors[0.0]
 
 
 def test_evaluate_writes_report_and_plots(tmp_path):
