@@ -91,7 +91,7 @@ __all__ = ["example_path", "examples", "grid_topology", "topology_from_file"]
 
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "elf-h.pt"
+DEFAULT_MODEL = "elf-mh.pt"  # species-aware (H + 18 elements) since 0.12.0; elf-h.pt (H only) by name
 
 
 class NoModelError(InputError):

@@ -262,8 +262,8 @@ def check_species(structure: Structure, supported: tuple[str, ...], name: str = 
         hint = f"No elfscreen descriptor knows {', '.join(nowhere)} (the species-aware one covers {' '.join(PROPERTIES)})"
     elif not species_aware:
         hint = (f"Screening a compound needs a species-aware model (descriptor hydride-v2, elements "
-                f"{' '.join(PROPERTIES)}): elfscreen ships a preview, `--model elf-mh` or ELFSCREEN_MODEL=elf-mh "
-                f"(model/weights/MODEL_CARD-elf-mh.md), or pass your own checkpoint the same way")
+                f"{' '.join(PROPERTIES)}): elfscreen's default, elf-mh (`--model elf-mh` or ELFSCREEN_MODEL=elf-mh; "
+                f"model/weights/MODEL_CARD-elf-mh.md), or your own checkpoint passed the same way")
     else:
         hint = None
     raise UnsupportedElementError(name, unknown, tuple(supported), by=model, hint=hint)

@@ -15,7 +15,7 @@ from elfscreen.model.calibration import (OOD_FACTOR, calibrate, conformal_quanti
                                          row_sigma, sigma_phi)
 from elfscreen.model.evaluate import calibrate_on_validation, coverage_by_group, evaluate
 from elfscreen.model.network import ElfModel
-from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, screen_structure
+from elfscreen.model.pipeline import WEIGHTS_DIR, screen_structure
 from elfscreen.model.tc import tc_sensitivity
 from elfscreen.model.train import Entry, split_of, training_range
 
@@ -173,8 +173,9 @@ def test_coverage_by_group_and_row_sigma_agree():
     assert row_sigma(rows[0], cal) == pytest.approx(2 * sigma_phi(cal, rows[0]))
 
 
-def test_shipped_calibration_was_fitted_on_the_validation_split_only():
-    meta = ElfModel.load(WEIGHTS_DIR / DEFAULT_MODEL).meta
+@pytest.mark.parametrize("name", ["elf-h.pt", "elf-mh.pt"])
+def test_shipped_calibration_was_fitted_on_the_validation_split_only(name):
+    meta = ElfModel.load(WEIGHTS_DIR / name).meta
     cal = meta["calibration"]
     assert cal["method"] == "additive" and cal["target"] == {"z": 2.0, "coverage": 0.9}
     ids = cal["fitted_on"]["ids"]

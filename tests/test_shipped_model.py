@@ -1,5 +1,5 @@
 """The shipped checkpoints' science: φ and ELF against DFT on held-out grids, within the model cards' figures
-(the default ``elf-h.pt`` first; ``elf-mh.pt``, the species-aware preview, at the end).
+(the pure-H ``elf-h.pt`` first; ``elf-mh.pt``, the species-aware default since 0.12.0, at the end).
 
 Every other test runs an untrained model; this one loads ``model/weights/elf-h.pt`` and predicts the ELF
 on exactly the DFT grids of structures it never trained on (``data/crystal-test``: all 29 cubic and
@@ -24,7 +24,7 @@ import torch
 
 from elfscreen.model.calibration import row_sigma
 from elfscreen.model.evaluate import evaluate_entry
-from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, load_model
+from elfscreen.model.pipeline import DEFAULT_MODEL, WEIGHTS_DIR, load_model, model_path
 from elfscreen.model.train import load_entries
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -55,7 +55,7 @@ def card_largest_phi_error() -> float:
 def shipped():
     """The shipped checkpoint, on one torch thread: on a loaded CI machine torch's thread pool spins
     against the other processes (35 s → 280 s measured on 2 busy cores); one thread keeps this < 60 s."""
-    model = load_model(WEIGHTS_DIR / DEFAULT_MODEL)
+    model = load_model("elf-h")
     version = re.search(r"`elf-h\.pt` — (\S+)", CARD.read_text()).group(1)
     assert model.model_version == version, f"the shipped checkpoint is {model.model_version}, the card describes {version}"
     threads = torch.get_num_threads()
@@ -143,9 +143,10 @@ def test_every_shipped_checkpoint_matches_the_weights_manifest():
         assert torch.load(WEIGHTS_DIR / name, weights_only=True)["model_version"] == entry["model_version"], name
 
 
-def test_a_shipped_model_is_picked_by_name(tmp_path, monkeypatch):
-    from elfscreen.model.pipeline import model_path
-
+def test_a_shipped_model_is_picked_by_name_and_elf_mh_is_the_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("ELFSCREEN_MODEL", raising=False)
+    assert DEFAULT_MODEL == "elf-mh.pt" and model_path() == WEIGHTS_DIR / "elf-mh.pt"
+    assert model_path("elf-h") == WEIGHTS_DIR / "elf-h.pt"
     assert model_path("elf-mh") == model_path("elf-mh.pt") == WEIGHTS_DIR / "elf-mh.pt"
     monkeypatch.setenv("ELFSCREEN_MODEL", "elf-mh")
     assert model_path() == WEIGHTS_DIR / "elf-mh.pt"
@@ -155,7 +156,7 @@ def test_a_shipped_model_is_picked_by_name(tmp_path, monkeypatch):
 
 
 def test_elf_mh_on_held_out_hydrides_matches_its_model_card():
-    """The 15 hydride grids held out by construction that the card lists (hydride-test: random hydrides of
+    """The hydride grids held out by construction that the card lists (hydride-test: random hydrides of
     another seed; hydride-lpo: the MH9 family never trained on): φ MAE, worst miss, ELF MAE and the 2σ
     coverage of the calibrated σ as the card states them. An untrained or pure-H checkpoint fails (the
     latter refuses the metals)."""
@@ -163,17 +164,36 @@ def test_elf_mh_on_held_out_hydrides_matches_its_model_card():
     version = re.search(r"`elf-mh\.pt` — (\S+)", MH_CARD.read_text()).group(1)
     assert model.model_version == version
     ids = set(re.findall(r"hydride-(?:prototype|random)-s\d-\d{6}", MH_CARD.read_text().split("test_shipped_model.py` evaluates")[1].split("\n\n")[0]))
-    assert len(ids) == 15
+    card = mh_card_row("hydride-test + hydride-lpo")
+    assert len(ids) == card["structures"]
     entries, _ = load_entries([DATA / "hydride-test", DATA / "hydride-lpo"])
     entries = [e for e in entries if e.id in ids]
-    assert len(entries) == 15 and not ids & set(model.meta["splits"]["train"])
+    assert len(entries) == len(ids) and not ids & set(model.meta["splits"]["train"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         got = [evaluate_entry(model, e)[0] for e in entries]
     finally:
         torch.set_num_threads(threads)
-    card = mh_card_row("hydride-test + hydride-lpo")
+    err = phi_errors(got)
+    assert err.max() <= card["phi_worst"] + PHI_MAE_MARGIN, f"worst |Δφ| {err.max():.3f} vs the card's {card['phi_worst']}"
+    assert err.mean() <= card["phi_mae"] + PHI_MAE_MARGIN, f"φ MAE {err.mean():.4f} vs the card's {card['phi_mae']}"
+    assert np.mean([r["mae"] for r in got]) <= card["elf_mae"] * ELF_MAE_FACTOR
+    assert within_2sigma(model, got) >= card["coverage"] - 1e-9
+
+
+def test_elf_mh_on_held_out_pure_h_crystals_matches_its_model_card():
+    """The default model on pure hydrogen: all 29 ``crystal-test`` crystals (never trained on) within the
+    elf-mh card's crystal-test row (φ MAE, worst miss, ELF MAE, 2σ coverage)."""
+    model = load_model("elf-mh")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        got = rows(model, "crystal-test")
+    finally:
+        torch.set_num_threads(threads)
+    card = mh_card_row("crystal-test")
+    assert len(got) == card["structures"]
     err = phi_errors(got)
     assert err.max() <= card["phi_worst"] + PHI_MAE_MARGIN, f"worst |Δφ| {err.max():.3f} vs the card's {card['phi_worst']}"
     assert err.mean() <= card["phi_mae"] + PHI_MAE_MARGIN, f"φ MAE {err.mean():.4f} vs the card's {card['phi_mae']}"
