@@ -155,10 +155,12 @@ def phi_set(entries: Sequence[Entry], params: DescriptorParams, mean: torch.Tens
     return out
 
 
-def bottleneck_points(net: ElfNet, phis: PhiSet) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """For each structure of ``phis``: the features at the bottleneck voxel of ``net``'s predicted ELF (the
-    voxel whose value is the grid's φ: where {ELF ≥ t} first spans the cell in three directions), its DFT
-    φ, and the predicted grid φ (the voxel's value)."""
+def bottleneck_points(net: Callable[[torch.Tensor], torch.Tensor],
+                      phis: PhiSet) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """For each structure of ``phis``: the features at the bottleneck voxel of ``net``'s predicted ELF (``net``:
+    an :class:`ElfNet`, or any map from standardised features to ELF values; the voxel whose value is the
+    grid's φ: where {ELF ≥ t} first spans the cell in three directions), its DFT φ, and the predicted grid
+    φ (the voxel's value)."""
     xs, ys, grid_phi = [], [], []
     with torch.no_grad():
         for x, shape, phi in zip(phis.features, phis.shapes, phis.phi):
