@@ -38,6 +38,7 @@ from pymatgen.core import Structure
 from elfscreen.model.calibration import element_pairs
 from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
 from elfscreen.model.network import ElfModel, ElfNet
+from elfscreen.model.predict import describe_stream
 from elfscreen.model.sweep import EVENT_3D, sweep
 from elfscreen.model.volumetric import ElfGrid
 
@@ -140,16 +141,18 @@ def phi_grid_shape(shape: Sequence[int], max_points: int = PHI_GRID_POINTS) -> t
 
 
 def phi_set(entries: Sequence[Entry], params: DescriptorParams, mean: torch.Tensor, std: torch.Tensor) -> PhiSet:
-    """The :class:`PhiSet` of ``entries`` (those without a DFT φ are left out)."""
+    """The :class:`PhiSet` of ``entries`` (those without a DFT φ are left out); the whole-grid descriptor is
+    the prediction's own (:func:`~elfscreen.model.predict.describe_stream`: FFT or direct, whichever is faster)."""
     out = PhiSet([], [], [])
     for e in entries:
         phi = (e.meta.get("topology") or {}).get("phi")
         if phi is None:
             continue
         shape = phi_grid_shape(e.grid.shape)
-        ijk = np.stack(np.unravel_index(np.arange(int(np.prod(shape))), shape), -1)
-        x = torch.as_tensor(describe(e.structure, ijk / np.array(shape), params))
-        out.features.append(((x - mean) / std).half())
+        x = torch.empty((int(np.prod(shape)), params.n_features), dtype=torch.float16)
+        for rows, feats in describe_stream(e.structure, shape, params, torch.device("cpu")):
+            x[torch.as_tensor(rows)] = ((feats.float() - mean) / std).half()
+        out.features.append(x)
         out.shapes.append(shape)
         out.phi.append(float(phi))
     return out
