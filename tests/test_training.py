@@ -122,11 +122,34 @@ def test_evaluate_writes_report_and_plots(tmp_path):
     md = (tmp_path / "report.md").read_text()
     all_ = report["summary"]["all"]
     assert f"| all | 3 | {all_['elf_mae_mean']:.4f} |" in md and f"{all_['phi_bias']:+.3f}" in md
+    assert f"| data | 3 | {all_['phi_mae']:.3f} |" in md  # the held-out table: the untrained model's rows are one group
     worst = max(rows, key=lambda r: abs(r["phi_ml"] - r["phi_dft"]))
     assert md.split("Largest φ errors:")[1].splitlines()[1].startswith(f"- `{worst['id']}`")
     for name in ("parity.png", "error_vs_elf.png", "phi_parity.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def test_held_out_table_groups_splits_and_each_folders_families():
+    from elfscreen.model.evaluate import held_out_table
+
+    def row(group, family, ml, dft, std=0.01):
+        return {"group": group, "family": family, "phi_ml": ml, "phi_dft": dft, "phi_std": std, "mae": 0.02,
+                "rmse": 0.03, "r2_identity": 0.9, "r2_correlated": 0.95}
+
+    rows = [row("crystal-relaxed/test", "cubic", 0.50, 0.51), row("crystal-relaxed/validation", "cubic", 0.40, 0.47),
+            row("crystal-relaxed/test", "hexagonal", 0.30, 0.30), row("train", "cubic", 0.9, 0.1),
+            row("hydride-test", "cubic", 0.6, 0.5), row("hydride-test", "cubic", 0.7, 0.71)]
+    table = held_out_table(rows, None)
+    # the splits as groups; a folder's families over all its held-out rows, but not for a one-family folder
+    assert set(table) == {"crystal-relaxed/test", "crystal-relaxed/validation", "crystal-relaxed · cubic",
+                          "crystal-relaxed · hexagonal", "hydride-test"}
+    cubic = table["crystal-relaxed · cubic"]
+    assert cubic["structures"] == 2 and cubic["phi_mae"] == pytest.approx(0.04) and cubic["phi_worst"] == pytest.approx(0.07)
+    assert cubic["phi_bias"] == pytest.approx(-0.04)
+    # raw σ 0.01: the test rows miss by 0.01 and 0, one hydride-test row by 0.1
+    assert table["crystal-relaxed/test"]["within_2sigma"] == pytest.approx(1.0)
+    assert table["hydride-test"]["within_2sigma"] == pytest.approx(0.5) and table["hydride-test"]["phi_worst"] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("pred, ref, r2", [([0.1, 0.5, 0.9], [0.1, 0.5, 0.9], 1.0)])
