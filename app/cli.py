@@ -122,8 +122,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                          "bottleneck against its DFT φ (default 0: the paper's loss alone)")
     tr.add_argument("--version", default="dev", help="model version string stored in the checkpoint")
     tr.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; the shipped model does)")
-    tr.add_argument("--descriptor", default="paper-v1", choices=["paper-v1", "hydride-v2"],
-                    help="paper-v1 (H only, 165 features) or hydride-v2 (species-aware, 546 features; docs/DESCRIPTOR.md)")
+    tr.add_argument("--descriptor", default="paper-v1", choices=["paper-v1", "hydride-v2", "hydride-v3"],
+                    help="paper-v1 (H only, 165 features), hydride-v2 (species-aware, l ≤ 2, 546 features) or "
+                         "hydride-v3 (species-aware, l ≤ 3, 728 features; docs/DESCRIPTOR.md)")
 
     ev = sub.add_parser("evaluate", help="evaluate an ELF model against DFT grids (report.json + PNG plots)")
     ev.add_argument("--model", required=True, help="checkpoint")

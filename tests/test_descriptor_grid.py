@@ -8,7 +8,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 from scipy.spatial.transform import Rotation
 
-from elfscreen.model.descriptor import HYDRIDE_V2, PAPER_V1, atom_channels, describe
+from elfscreen.model.descriptor import HYDRIDE_V2, HYDRIDE_V3, PAPER_V1, atom_channels, describe
 from elfscreen.model.descriptor_grid import (_inverse_fft, compiled_coefficients, density_basis, describe_grid,
                                             iter_describe_grid, power_spectrum_channels)
 from elfscreen.model.elements import UnsupportedElementError
@@ -54,7 +54,7 @@ def shape_for(structure: Structure, spacing: float) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("cell,spacing,params", [
     ("crystal", 0.05, PAPER_V1), ("fluid", 0.1, PAPER_V1), ("triclinic", 0.2, PAPER_V1),
-    ("triclinic", 0.1, HYDRIDE_V2), ("hydride", 0.15, HYDRIDE_V2)])
+    ("triclinic", 0.1, HYDRIDE_V2), ("hydride", 0.15, HYDRIDE_V2), ("hydride", 0.15, HYDRIDE_V3)])
 def test_grid_path_matches_float64_reference(cell, spacing, params):
     structure = CELLS[cell]()
     shape = shape_for(structure, spacing)
@@ -127,13 +127,14 @@ def test_grid_chunks_cover_every_point_once_in_c_order():
     assert np.abs(direct - whole).max() <= TOLERANCE * np.abs(direct).max()
 
 
-def test_species_aware_direct_path_matches_reference_and_counts_features():
+@pytest.mark.parametrize("params,n_features", [(HYDRIDE_V2, 546), (HYDRIDE_V3, 728)])
+def test_species_aware_direct_path_matches_reference_and_counts_features(params, n_features):
     structure = CELLS["hydride"]()
     points = np.random.default_rng(5).random((30, 3))
     points[0] = structure[0].frac_coords  # on the La atom
-    ref = descriptor_reference(structure, points, HYDRIDE_V2)
-    assert ref.shape[1] == HYDRIDE_V2.n_features == 546
-    ours = describe(structure, points, HYDRIDE_V2, dtype=torch.float64)
+    ref = descriptor_reference(structure, points, params)
+    assert ref.shape[1] == params.n_features == n_features
+    ours = describe(structure, points, params, dtype=torch.float64)
     assert np.abs(ours - ref).max() <= 1e-9 * np.abs(ref).max()
     # the metal channels see La and B: moving La changes features that paper-v1 cannot see
     moved = structure.copy()
@@ -142,19 +143,20 @@ def test_species_aware_direct_path_matches_reference_and_counts_features():
     assert not np.allclose(describe(moved, points[1:], HYDRIDE_V2), describe(structure, points[1:], HYDRIDE_V2))
 
 
-def test_species_aware_is_invariant_under_rotation_permutation_and_supercell():
+@pytest.mark.parametrize("params", [HYDRIDE_V2, HYDRIDE_V3], ids=lambda p: p.name)
+def test_species_aware_is_invariant_under_rotation_permutation_and_supercell(params):
     structure = CELLS["hydride"]()
     points = np.random.default_rng(6).random((25, 3))
-    base = describe(structure, points, HYDRIDE_V2, dtype=torch.float64)
+    base = describe(structure, points, params, dtype=torch.float64)
     rot = Rotation.random(random_state=7).as_matrix()
     rotated = Structure(Lattice(structure.lattice.matrix @ rot.T), structure.species, structure.frac_coords)
-    assert np.allclose(describe(rotated, points, HYDRIDE_V2, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
+    assert np.allclose(describe(rotated, points, params, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
     perm = np.random.default_rng(8).permutation(len(structure))
     permuted = Structure(structure.lattice, [structure.species[i] for i in perm], structure.frac_coords[perm])
-    assert np.allclose(describe(permuted, points, HYDRIDE_V2, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
+    assert np.allclose(describe(permuted, points, params, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
     sup = structure.copy()
     sup.make_supercell([2, 1, 2])
-    assert np.allclose(describe(sup, points / [2, 1, 2], HYDRIDE_V2, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
+    assert np.allclose(describe(sup, points / [2, 1, 2], params, dtype=torch.float64), base, rtol=1e-10, atol=1e-12)
 
 
 def test_solid_kernel_is_smooth_where_an_atom_is_and_the_gaussian_kernel_is_not():
