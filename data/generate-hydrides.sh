@@ -9,6 +9,10 @@
 # the prototypes and half of hydride-random/ carry the relaxed ones; an MH9 cell (20 atoms, relaxed)
 # costs as much as ~30 unrelaxed cells, so hydride-lpo/ grows every third round.
 set -u  # a failed command (say, a broken import while the code is edited) waits and the loop goes on
+# Yield the CPU to interactive work: with the kernel's autogroup scheduling, `nice` only ranks processes
+# within one session, so a generator started with setsid/nohup in its own session competes as an equal
+# with a training run in another; its autogroup's nice is what makes it step back.
+echo 19 > /proc/self/autogroup 2>/dev/null || true
 cd "$(dirname "$0")/.."
 ELFSCREEN=${ELFSCREEN:-elfscreen}
 LPO=${LPO:-MH9-P63/mmc}
