@@ -261,7 +261,7 @@ def check_species(structure: Structure, supported: tuple[str, ...], name: str = 
     if nowhere:
         hint = f"No elfscreen descriptor knows {', '.join(nowhere)} (the species-aware one covers {' '.join(PROPERTIES)})"
     elif not species_aware:
-        hint = (f"Screening a compound needs a species-aware model (descriptor hydride-v2, elements "
+        hint = (f"Screening a compound needs a species-aware model (descriptor hydride-v2 or -v3, elements "
                 f"{' '.join(PROPERTIES)}): elfscreen's default, elf-mh (`--model elf-mh` or ELFSCREEN_MODEL=elf-mh; "
                 f"model/weights/MODEL_CARD-elf-mh.md), or your own checkpoint passed the same way")
     else:

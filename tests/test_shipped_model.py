@@ -179,7 +179,7 @@ def test_elf_mh_on_held_out_hydrides_matches_its_model_card():
     assert err.max() <= card["phi_worst"] + PHI_MAE_MARGIN, f"worst |Δφ| {err.max():.3f} vs the card's {card['phi_worst']}"
     assert err.mean() <= card["phi_mae"] + PHI_MAE_MARGIN, f"φ MAE {err.mean():.4f} vs the card's {card['phi_mae']}"
     assert np.mean([r["mae"] for r in got]) <= card["elf_mae"] * ELF_MAE_FACTOR
-    assert within_2sigma(model, got) >= card["coverage"] - 1e-9
+    assert within_2sigma(model, got) >= card["coverage"] - 0.005  # the card rounds to whole percent
 
 
 def test_elf_mh_on_held_out_pure_h_crystals_matches_its_model_card():
@@ -198,4 +198,4 @@ def test_elf_mh_on_held_out_pure_h_crystals_matches_its_model_card():
     assert err.max() <= card["phi_worst"] + PHI_MAE_MARGIN, f"worst |Δφ| {err.max():.3f} vs the card's {card['phi_worst']}"
     assert err.mean() <= card["phi_mae"] + PHI_MAE_MARGIN, f"φ MAE {err.mean():.4f} vs the card's {card['phi_mae']}"
     assert np.mean([r["mae"] for r in got]) <= card["elf_mae"] * ELF_MAE_FACTOR
-    assert within_2sigma(model, got) >= card["coverage"] - 1e-9
+    assert within_2sigma(model, got) >= card["coverage"] - 0.005  # the card rounds to whole percent
