@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from elfscreen.model.dataset import FAMILIES, KINDS, GeneratorOptions, default_settings, generate, summary, summary_of
 from elfscreen.model.errors import InputError
-from elfscreen.model.prototypes import PROTOTYPES
+from elfscreen.model.prototypes import PROTOTYPES, RANDOM_METALS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--families", help=f"crystal families, comma-separated (default all: {','.join(FAMILIES)})")
     g.add_argument("--prototypes", help=f"hydride prototypes, comma-separated (default all: {','.join(PROTOTYPES)})")
     g.add_argument("--exclude-prototypes", help="hydride prototypes to leave out (a leave-prototype-out split)")
+    g.add_argument("--elements", help="hydrides: only the entries containing at least one of these elements, "
+                                      "comma-separated (each keeps the parameters of its index; default all)")
     g.add_argument("--stride", type=int, default=2, help="store every n-th grid point per axis (default 2; 1 = full)")
     g.add_argument("--ecutwfc", type=float, help="Ry (default 100)")
     g.add_argument("--ecutrho", type=float, help="Ry (default 800 pure H, 400 hydrides)")
@@ -82,6 +84,15 @@ def _options(args: argparse.Namespace) -> GeneratorOptions:
         chosen = _names(args.prototypes, "--prototypes") if args.prototypes else tuple(PROTOTYPES)
         left_out = _names(args.exclude_prototypes, "--exclude-prototypes") if args.exclude_prototypes else ()
         changes.update(prototypes=tuple(n for n in chosen if n not in left_out))
+    if args.elements:
+        elements = tuple(e.strip() for e in args.elements.split(",") if e.strip())
+        known = sorted(set(RANDOM_METALS).union(*(m for p in PROTOTYPES.values() for m in p.substitutions)))
+        unknown = [e for e in elements if e not in known]
+        if not args.kind.startswith("hydride-"):
+            raise InputError("--elements", f"only for the hydride kinds, not {args.kind}")
+        if unknown or not elements:
+            raise InputError("--elements", f"unknown elements {unknown}; use some of {', '.join(known)}")
+        changes.update(elements=elements)
     if args.kind == "fluid-md" and args.min_atoms:
         changes.update(md_atoms=args.min_atoms)
     return replace(opts, **changes) if changes else opts

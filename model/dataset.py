@@ -102,6 +102,9 @@ class GeneratorOptions:
     stride: int = 2  # store every stride-th grid point (1: full resolution)
     # hydrides (model/prototypes.py): which prototypes (None: all), and the random binaries/ternaries
     prototypes: tuple[str, ...] | None = None
+    # hydrides: only the entries containing at least one of these elements (None: all). A filter over the
+    # same plans, so an entry keeps the parameters of its index; used to fill the rarest elements first.
+    elements: tuple[str, ...] | None = None
     hydride_atoms: tuple[int, int] = (4, 24)
     hydride_small_atoms: tuple[int, int] = (4, 12)  # most random hydrides come from here ...
     hydride_small_fraction: float = 0.7  # ... this share of them
@@ -154,11 +157,13 @@ def h_volume_per_atom(pressure_gpa: float) -> float:
 def plan(kind: str, seed: int, index: int, options: GeneratorOptions = GeneratorOptions(),
          relax_fraction: float = 0.0) -> dict | None:
     """The generator parameters of structure ``index`` (cheap; no structure is built); ``None`` for a
-    prototype entry that ``options.prototypes`` leaves out."""
+    hydride entry that ``options.prototypes`` or ``options.elements`` leaves out."""
     rng = _rng(kind, seed, index)
     if kind == "hydride-prototype":
         name, sub, pressure = prototype_entries()[index]
         if options.prototypes is not None and name not in options.prototypes:
+            return None
+        if options.elements is not None and not set(sub) & set(options.elements):
             return None
         proto = PROTOTYPES[name]
         return {"kind": kind, "prototype": name, "space_group": proto.space_group, "substitution": list(sub),
@@ -170,6 +175,8 @@ def plan(kind: str, seed: int, index: int, options: GeneratorOptions = Generator
         species = random_composition(rng, n, ternary, float(rng.uniform(*options.hydride_h_fraction)))
         pressure = round(float(rng.uniform(*options.hydride_pressure_gpa)), 1)
         relaxed = bool(rng.random() < relax_fraction)
+        if options.elements is not None and not set(species) & set(options.elements):
+            return None
         return {"kind": kind, "n_atoms": n, "species": species, "ternary": ternary, "pressure_gpa": pressure,
                 "h_fraction": round(species.count("H") / n, 4), "relax_pressure_gpa": pressure if relaxed else None}
     if kind == "crystal-relaxed":

@@ -110,6 +110,30 @@ def test_plan_is_deterministic_and_covers_the_families():
     assert entry_id("crystal", 1, 0) != entry_id("crystal", 0, 0)
 
 
+def test_element_filter_keeps_each_entrys_parameters_and_only_entries_with_the_elements():
+    wanted = ("K", "Na")
+    only = replace(GeneratorOptions(), elements=wanted)
+    for kind in ("hydride-random", "hydride-prototype"):
+        every = [plan(kind, 2, i, relax_fraction=0.0) for i in range(60)]
+        kept = [plan(kind, 2, i, only, relax_fraction=0.0) for i in range(60)]
+        chosen = [p for p in kept if p is not None]
+        assert chosen and len(chosen) < len(every)
+        for full, filtered in zip(every, kept):
+            elements = set(full.get("species", full.get("substitution", [])))
+            assert filtered == (full if elements & set(wanted) else None)
+
+
+def test_command_line_element_filter_names_a_bad_element_or_kind(tmp_path, capsys):
+    from elfscreen.app.cli import main
+
+    for kind, elements, problem in (("hydride-random", "K,Xx", "unknown elements ['Xx']"),
+                                    ("crystal", "K", "only for the hydride kinds")):
+        assert main(["dataset", "generate", "--out", str(tmp_path), "--kind", kind, "--count", "1",
+                     "--elements", elements]) == 2
+        assert problem in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_relaxed_crystals_meet_every_pressure_in_every_family_and_start_near_its_volume():
     options = GeneratorOptions()
     n = len(options.crystal_families) * len(options.relaxed_pressures_gpa)
