@@ -17,7 +17,18 @@ cd "$(dirname "$0")/.."
 ELFSCREEN=${ELFSCREEN:-elfscreen}
 LPO=${LPO:-MH9-P63/mmc}
 ROUNDS=${ROUNDS:-100}
+# Elements in fewer than 20 hydride cells (issue 12 asks for >= 20 over >= 12 elements): their unrelaxed
+# random cells run first each round (`--elements`: a filter over the same entries).
+rare_elements() {
+  $ELFSCREEN dataset summary data/hydride-* --json | python3 -c 'import json, sys
+print(",".join(e for e, n in json.load(sys.stdin)["by_element"].items() if e != "H" and n < 20))'
+}
 for round in $(seq 1 "$ROUNDS"); do
+  rare=$(rare_elements) || rare=""
+  if [ -n "$rare" ]; then
+    $ELFSCREEN dataset generate --out data/hydride-unrelaxed --kind hydride-random --seed 2 --count 600 \
+      --relax-fraction 0 --elements "$rare" --max-new 4 || sleep 30
+  fi
   $ELFSCREEN dataset generate --out data/hydride-proto --kind hydride-prototype --count 1000 \
     --exclude-prototypes "$LPO" --max-new 6 || sleep 30
   $ELFSCREEN dataset generate --out data/hydride-unrelaxed --kind hydride-random --seed 2 --count 600 \
