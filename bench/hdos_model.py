@@ -1,5 +1,6 @@
-"""Accuracy of the H_DOS model (``model.hdos_model``) on the DFT hydride cells: the kernel regressor it
-ships against the linear kernel alone (a ridge regression, what 0.8–0.10 shipped), side by side.
+"""Accuracy of the H_DOS model (``model.hdos_model``) on the DFT hydride cells, side by side: the kernel
+regressor on every feature (0.14.0: geometry and each element's atom fraction), the same kernel on the
+geometry features alone (0.11–0.13) and the linear kernel alone (a ridge regression, 0.8–0.10).
 
     python bench/hdos_model.py [--train data/hydride-proto data/hydride-random ...] [--held-out data/hydride-test data/hydride-lpo]
 
@@ -14,13 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from elfscreen.model.hdos_model import HDosModel, features
+from elfscreen.model.hdos_model import FEATURES, GEOMETRY_FEATURES, HDosModel, features
 from elfscreen.model.train import load_entries
 
-MODELS = {"kernel (linear + Gaussian, shipped)": {}, "linear kernel (ridge)": {"gamma": 0.0}}
+# name: (feature names, HDosModel options)
+MODELS = {"kernel, geometry + composition (shipped)": (FEATURES, {}),
+          "kernel, geometry only (0.11–0.13)": (GEOMETRY_FEATURES, {}),
+          "linear kernel (ridge), geometry only (0.8–0.10)": (GEOMETRY_FEATURES, {"gamma": 0.0})}
 
 
 def pairs(folders: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every feature (:data:`FEATURES`) and the DFT H_DOS of the compounds in ``folders``."""
     entries, _ = load_entries([f for f in folders if (Path(f) / "manifest.jsonl").exists()])
     rows = [(features(e.structure), e.meta["h_dos"]["value"]) for e in entries
             if (e.meta.get("h_dos") or {}).get("value") is not None]
@@ -55,9 +60,10 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|")
     print(f"| constant mean | {np.abs(y - y.mean()).mean():.3f} | | {np.abs(yh - y.mean()).mean():.3f} | "
           f"{np.abs(yh - y.mean()).max():.3f} | |")
-    for name, options in MODELS.items():
-        err, inside = cross_validate(x, y, options)
-        mean, std = fit(x, y, options).predict(xh)
+    for name, (names, options) in MODELS.items():
+        cols = [FEATURES.index(n) for n in names]
+        err, inside = cross_validate(x[:, cols], y, options)
+        mean, std = fit(x[:, cols], y, options).predict(xh[:, cols])
         miss = np.abs(mean - yh)
         print(f"| {name} | {err.mean():.3f} | {inside.mean():.0%} | {miss.mean():.3f} | {miss.max():.3f} | "
               f"{np.mean(miss <= 2 * std):.0%} |")

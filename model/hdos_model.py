@@ -4,8 +4,10 @@ H_DOS (the H share of the projected DOS at E_F, :mod:`elfscreen.model.hdos`) ent
 without it a compound's Tc is an upper bound (H_DOS assumed 1). This model predicts it from numbers of
 the structure alone (:data:`FEATURES`): H fraction, volume per atom (Å³), the mean and spread of each
 H's nearest-H distance (Å), the share of H paired in H2 units (nearest H < 1 Å), the mean nearest H–X
-distance (Å) and the atom-weighted mean Pauling electronegativity and covalent radius (Å) of the other
-elements (:data:`elfscreen.model.elements.PROPERTIES`).
+distance (Å), the atom-weighted mean Pauling electronegativity and covalent radius (Å) of the other
+elements (:data:`elfscreen.model.elements.PROPERTIES`) and, since 0.14.0, the atom fraction of each
+supported element (``x_La``, ``x_S`` …: the chemistry that the two element averages blur; measured in
+docs/HDOS.md). A checkpoint names the features its model was fitted on, so older ones still load.
 
 The regressor is a bootstrap ensemble of kernel ridge regressions in logit space (logit H_DOS, so
 predictions stay in (0, 1)) on standardised features, with a linear plus Gaussian (RBF) kernel: the
@@ -32,15 +34,18 @@ from elfscreen.model.elements import PROPERTIES
 from elfscreen.model.errors import UnsupportedElementError
 from elfscreen.model.tc import HDosEstimate
 
-FEATURES = ("h_fraction", "volume_per_atom_a3", "hh_nearest_mean_a", "hh_nearest_std_a", "h2_share",
-            "hx_nearest_mean_a", "other_chi_mean", "other_radius_mean_a")
+GEOMETRY_FEATURES = ("h_fraction", "volume_per_atom_a3", "hh_nearest_mean_a", "hh_nearest_std_a", "h2_share",
+                     "hx_nearest_mean_a", "other_chi_mean", "other_radius_mean_a")
+COMPOSITION_FEATURES = tuple(f"x_{e}" for e in sorted(PROPERTIES) if e != "H")  # atom fraction of each element
+FEATURES = GEOMETRY_FEATURES + COMPOSITION_FEATURES  # what a new fit uses
 EPS = 0.005  # H_DOS is clipped to [EPS, 1 − EPS] before the logit
 MIN_CALIBRATION = math.ceil(1 / (1 - TARGET_COVERAGE))
 FORMAT = "hdos-kernel-bootstrap-1"
 
 
-def features(structure: Structure) -> np.ndarray:
-    """:data:`FEATURES` of ``structure`` (which must hold H and at least one other element)."""
+def features(structure: Structure, names: Sequence[str] = FEATURES) -> np.ndarray:
+    """The features ``names`` (some of :data:`FEATURES`) of ``structure``, which must hold H and at least
+    one other element."""
     symbols = [s.specie.symbol for s in structure]
     h = [i for i, s in enumerate(symbols) if s == "H"]
     others = [s for s in symbols if s != "H"]
@@ -61,8 +66,10 @@ def features(structure: Structure) -> np.ndarray:
     hh, hx = np.minimum(hh[h], 4.0), np.minimum(hx[h], 4.0)
     chi = np.mean([PROPERTIES[s][0] for s in others])
     radius = np.mean([PROPERTIES[s][1] for s in others])
-    return np.array([len(h) / len(symbols), structure.volume / len(structure), hh.mean(), hh.std(),
-                     float(np.mean(hh < 1.0)), hx.mean(), chi, radius])
+    value = dict(zip(GEOMETRY_FEATURES, (len(h) / len(symbols), structure.volume / len(structure), hh.mean(),
+                                         hh.std(), float(np.mean(hh < 1.0)), hx.mean(), chi, radius)))
+    value.update({name: symbols.count(name[2:]) / len(symbols) for name in COMPOSITION_FEATURES})
+    return np.array([value[n] for n in names], dtype=float)
 
 
 def _logit(y: np.ndarray) -> np.ndarray:
@@ -86,6 +93,7 @@ class HDosModel:
     coefs_: np.ndarray | None = None  # (members, n_train): dual coefficients (0 for rows a member did not draw)
     intercepts_: np.ndarray | None = None  # (members,)
     k_: float = 1.0  # conformal factor on the members' spread
+    features_: tuple[str, ...] = FEATURES  # the names of the columns it is fitted on
     calibrated_on: str = "none"
     domain_: dict = field(default_factory=dict)
 
@@ -148,7 +156,7 @@ class HDosModel:
         return self
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "features": list(FEATURES), "members": self.members, "ridge": self.ridge,
+        return {"format": FORMAT, "features": list(self.features_), "members": self.members, "ridge": self.ridge,
                 "gamma": self.gamma, "linear": self.linear, "seed": self.seed, "mean": self.mean_.tolist(),
                 "scale": self.scale_.tolist(), "basis": self.basis_.tolist(), "coefs": self.coefs_.tolist(),
                 "intercepts": self.intercepts_.tolist(), "k": float(self.k_), "calibrated_on": self.calibrated_on,
@@ -156,11 +164,12 @@ class HDosModel:
 
     @classmethod
     def from_dict(cls, d: dict) -> "HDosModel":
-        if d.get("format") != FORMAT or list(d.get("features", [])) != list(FEATURES):
-            raise ValueError(f"H_DOS model of format {d.get('format')!r} with features {d.get('features')}: "
-                             f"this elfscreen reads {FORMAT} with {list(FEATURES)}")
+        names = tuple(d.get("features", ()))
+        if d.get("format") != FORMAT or not names or not set(names) <= set(FEATURES):
+            raise ValueError(f"H_DOS model of format {d.get('format')!r} with features {list(names)}: "
+                             f"this elfscreen reads {FORMAT} with some of {list(FEATURES)}")
         m = cls(members=int(d["members"]), ridge=float(d["ridge"]), gamma=float(d["gamma"]), linear=float(d["linear"]),
-                seed=int(d["seed"]), k_=float(d["k"]), calibrated_on=str(d["calibrated_on"]),
+                seed=int(d["seed"]), k_=float(d["k"]), features_=names, calibrated_on=str(d["calibrated_on"]),
                 domain_=dict(d.get("domain", {})))
         m.mean_, m.scale_, m.basis_ = np.array(d["mean"]), np.array(d["scale"]), np.array(d["basis"])
         m.coefs_, m.intercepts_ = np.array(d["coefs"]), np.array(d["intercepts"])
@@ -168,14 +177,14 @@ class HDosModel:
 
 
 def fit_hdos_model(train: Sequence[tuple[Structure, float]], validation: Sequence[tuple[Structure, float]] = (),
-                   members: int = 32, seed: int = 0) -> HDosModel:
-    """Fit on (structure, H_DOS) pairs of compounds and calibrate σ on ``validation`` (or out-of-bag when
-    it holds fewer than 10); the model's domain (ranges of each feature, elements) is kept for
-    :func:`predict_h_dos`."""
-    x = np.stack([features(s) for s, _ in train])
-    model = HDosModel(members=members, seed=seed).fit(x, np.array([v for _, v in train]))
+                   members: int = 32, seed: int = 0, names: Sequence[str] = FEATURES) -> HDosModel:
+    """Fit on (structure, H_DOS) pairs of compounds, on the features ``names``, and calibrate σ on
+    ``validation`` (or out-of-bag when it holds fewer than 10); the model's domain (ranges of each
+    feature, elements) is kept for :func:`predict_h_dos`."""
+    x = np.stack([features(s, names) for s, _ in train])
+    model = HDosModel(members=members, seed=seed, features_=tuple(names)).fit(x, np.array([v for _, v in train]))
     if len(validation) >= MIN_CALIBRATION:
-        model.calibrate(np.stack([features(s) for s, _ in validation]), np.array([v for _, v in validation]))
+        model.calibrate(np.stack([features(s, names) for s, _ in validation]), np.array([v for _, v in validation]))
     else:
         model.calibrate_out_of_bag()
     model.domain_ = {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "structures": len(train),
@@ -187,11 +196,12 @@ def predict_h_dos(structure: Structure, meta: dict) -> HDosEstimate:
     """H_DOS of a compound from ``meta`` (:meth:`HDosModel.to_dict`): the value, σ and, outside the
     model's domain (a feature beyond its training range, an element it never saw), a note and σ × 2."""
     model = HDosModel.from_dict(meta)
-    x = features(structure)
+    x = features(structure, model.features_)
     mean, std = model.predict(x)
     dom = model.domain_
-    outside = [name for name, v, lo, hi in zip(FEATURES, x, dom.get("min", []), dom.get("max", [])) if not lo <= v <= hi]
     new = sorted({sp.symbol for sp in structure.composition.elements} - set(dom.get("elements", [])) - {"H"})
+    outside = [name for name, v, lo, hi in zip(model.features_, x, dom.get("min", []), dom.get("max", []))
+               if not lo <= v <= hi and name not in {f"x_{e}" for e in new}]  # a new element is named once, below
     note = None
     sigma = float(std[0])
     if outside or new:

@@ -12,7 +12,16 @@ from pymatgen.core import Lattice, Structure
 
 from elfscreen.model.calibration import OOD_FACTOR
 from elfscreen.model.descriptor import HYDRIDE_V2
-from elfscreen.model.hdos_model import FEATURES, HDosModel, features, fit_hdos_model, h_dos_for, predict_h_dos
+from elfscreen.model.hdos_model import (
+    COMPOSITION_FEATURES,
+    FEATURES,
+    GEOMETRY_FEATURES,
+    HDosModel,
+    features,
+    fit_hdos_model,
+    h_dos_for,
+    predict_h_dos,
+)
 from elfscreen.model.network import ElfModel
 from elfscreen.model.pipeline import screen_structure
 from elfscreen.model.tc import estimate_tc, tc_sensitivity
@@ -44,18 +53,29 @@ def known_h_dos(s: Structure) -> float:
 
 @pytest.fixture(scope="module")
 def synthetic():
+    """Fitted on the geometry features, where the known relation lives (60 structures are too few to
+    learn that the 20 element fractions do not matter; on the DFT cells they do: bench/hdos_model.py)."""
     rng = np.random.default_rng(0)
     structs = [compound(rng) for _ in range(110)]
     noise = rng.normal(0, 0.05, len(structs))  # in logit space
     values = [1 / (1 + math.exp(-(math.log(h / (1 - h)) + e))) for h, e in zip(map(known_h_dos, structs), noise)]
     pairs = list(zip(structs, values))
-    return fit_hdos_model(pairs[:60], pairs[60:75]), pairs[75:]
+    return fit_hdos_model(pairs[:60], pairs[60:75], names=GEOMETRY_FEATURES), pairs[75:]
+
+
+def test_features_are_named_and_the_element_fractions_add_up():
+    s = Structure(Lattice.cubic(4.0), ["La", "Y", "H", "H", "H", "H", "H", "H"], np.random.default_rng(1).random((8, 3)))
+    x = dict(zip(FEATURES, features(s)))
+    assert x["x_La"] == x["x_Y"] == 1 / 8 and x["h_fraction"] == 6 / 8
+    assert sum(x[n] for n in COMPOSITION_FEATURES) + x["h_fraction"] == pytest.approx(1.0)
+    assert np.array_equal(features(s, ("x_Y", "h_fraction")), [1 / 8, 6 / 8])
 
 
 def test_learns_a_known_relation_with_calibrated_sigma(synthetic, tmp_path):
     model, fresh = synthetic
     assert model.calibrated_on == "validation (15 structures)"
-    x = np.stack([features(s) for s, _ in fresh])
+    assert model.to_dict()["features"] == list(GEOMETRY_FEATURES)  # a checkpoint of 0.11–0.13 names these
+    x = np.stack([features(s, GEOMETRY_FEATURES) for s, _ in fresh])
     y = np.array([v for _, v in fresh])
     mean, std = model.predict(x)
     assert np.abs(mean - y).mean() < 0.02 and np.all((mean > 0) & (mean < 1)) and np.all(std > 0)
@@ -71,8 +91,8 @@ def test_the_gaussian_kernel_learns_what_a_linear_model_cannot():
     beats the linear kernel alone (gamma = 0, a ridge regression) on fresh structures by 2× or more."""
     rng = np.random.default_rng(3)
     structs = [compound(rng) for _ in range(140)]
-    x = np.stack([features(s) for s in structs])
-    v = x[:, FEATURES.index("volume_per_atom_a3")]
+    x = np.stack([features(s, GEOMETRY_FEATURES) for s in structs])  # the relation's features, as in `synthetic`
+    v = x[:, GEOMETRY_FEATURES.index("volume_per_atom_a3")]
     y = 1 / (1 + np.exp(-(2.0 - 1.5 * (v - 3.5) ** 2)))
     fresh = {}
     for name, options in (("kernel", {}), ("linear", {"gamma": 0.0})):
@@ -105,14 +125,14 @@ def test_each_member_is_the_ridge_regression_of_its_bootstrap_draw():
 def test_outside_its_domain_sigma_widens_and_says_so(synthetic):
     model, fresh = synthetic
     meta = model.to_dict()
-    inside = next(s for s, _ in fresh if all(lo <= v <= hi for v, lo, hi in zip(features(s), meta["domain"]["min"], meta["domain"]["max"])))
+    inside = next(s for s, _ in fresh if all(lo <= v <= hi for v, lo, hi in zip(features(s, GEOMETRY_FEATURES), meta["domain"]["min"], meta["domain"]["max"])))
     est = predict_h_dos(inside, meta)
     assert est.source == "model" and est.note is None
     ba = Structure(Lattice.cubic(3.4), ["Ba", "H", "H", "H", "H"],
                    [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0.25], [0, 0.5, 0.75], [0.25, 0.75, 0.5]])
     far = predict_h_dos(ba, meta)
     assert "Ba" in far.note and f"σ widened ×{OOD_FACTOR:g}" in far.note
-    assert far.std == pytest.approx(OOD_FACTOR * model.predict(features(ba))[1][0])
+    assert far.std == pytest.approx(OOD_FACTOR * model.predict(features(ba, GEOMETRY_FEATURES))[1][0])
 
 
 def test_smoke_on_the_dft_hydride_cells():
