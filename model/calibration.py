@@ -32,6 +32,7 @@ import numpy as np
 TARGET_Z = 2.0
 TARGET_COVERAGE = 0.90
 OOD_FACTOR = 2.0
+DISTANCE_TOLERANCE_A = 1e-6  # a training cell's own shortest contact, computed again, is not "shorter" than itself
 SIGMA_MIN = 1e-3  # ELF: the smallest ensemble spread a score is divided by (members that agree exactly)
 METHODS = ("scale", "additive", "error-model")
 ERROR_MODEL_FEATURES = ("log_phi_std", "log_elf_std_mean", "feature_z_rms_bottleneck")
@@ -164,12 +165,26 @@ def element_pairs(symbols) -> set[str]:
     return {f"{a}-{b}" for i, a in enumerate(others) for b in others[i + 1:]}
 
 
+def shortest_xh(structure, reach_a: float = 3.5) -> dict[str, float]:
+    """Each element other than H: its shortest distance (Å) to an H atom, periodic images included (only
+    elements with an H within ``reach_a``)."""
+    symbols = [s.specie.symbol for s in structure]
+    centres, points, _, dist = structure.get_neighbor_list(r=reach_a)
+    out: dict[str, float] = {}
+    for c, p, d in zip(centres, points, dist):
+        if symbols[c] != "H" and symbols[p] == "H":
+            out[symbols[c]] = min(float(d), out.get(symbols[c], float(d)))
+    return out
+
+
 def domain_flags(structure, meta: dict) -> list[str]:
     """Where ``structure`` lies outside the data the model was trained on (``meta["training_range"]``):
-    density (Å³/atom), shortest H–H distance (Å), and, when the range lists them, elements the training
-    structures did not hold (``species``), an H fraction outside theirs (``h_fraction``) and two other
-    elements that never shared a training structure (``element_pairs``: a ternary whose metals were only
-    seen apart). One message per finding, each ending in the widening."""
+    density (Å³/atom), shortest H–H distance (Å), and, when the range lists them, an element closer to an
+    H than in any training structure (``min_xh_a``: a contact no training cell had, such as a misplaced
+    Wyckoff origin), elements the training structures did not hold (``species``), an H fraction outside
+    theirs (``h_fraction``) and two other elements that never shared a training structure
+    (``element_pairs``: a ternary whose metals were only seen apart). One message per finding, each
+    ending in the widening."""
     rng = (meta or {}).get("training_range") or {}
     widen = float((meta or {}).get("calibration", {}).get("ood_factor", OOD_FACTOR))
     tail = f"; uncertainties widened ×{widen:g}"
@@ -183,9 +198,13 @@ def domain_flags(structure, meta: dict) -> list[str]:
     if min_hh is not None and h:
         sub = structure.copy()
         sub.remove_sites([i for i in range(len(structure)) if i not in set(h)])
-        dist = sub.get_neighbor_list(r=min_hh)[3]
+        dist = sub.get_neighbor_list(r=min_hh - DISTANCE_TOLERANCE_A)[3]
         if len(dist):
             out.append(f"H–H distance {dist.min():.3f} Å is shorter than any in the training data ({min_hh:.3f} Å){tail}")
+    for element, d in sorted(shortest_xh(structure).items()):
+        trained_d = (rng.get("min_xh_a") or {}).get(element)
+        if trained_d is not None and d < trained_d - DISTANCE_TOLERANCE_A:
+            out.append(f"{element}–H distance {d:.3f} Å is shorter than any in the training data ({trained_d:.3f} Å){tail}")
     trained = rng.get("species")
     new = sorted({s.specie.symbol for s in structure} - set(trained)) if trained else []
     if new:

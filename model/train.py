@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from elfscreen.model.calibration import element_pairs
+from elfscreen.model.calibration import element_pairs, shortest_xh
 from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
 from elfscreen.model.network import ElfModel, ElfNet
 from elfscreen.model.predict import describe_stream
@@ -313,21 +313,23 @@ def hdos_model_meta(entries: Sequence[Entry], sides: dict[str, str], seed: int =
 
 
 def training_range(entries: Sequence[Entry]) -> dict:
-    """Density range (Å³/atom), shortest H–H distance (Å), elements, H fraction (atoms) range and the
-    pairs of other elements that share a training structure (``"Ca-Y"``, alphabetical) of the training
-    structures."""
+    """Density range (Å³/atom), shortest H–H distance (Å), each other element's shortest distance to an H
+    (Å, ``min_xh_a``), elements, H fraction (atoms) range and the pairs of other elements that share a
+    training structure (``"Ca-Y"``, alphabetical) of the training structures."""
     vpa = [e.structure.volume / len(e.structure) for e in entries]
     h_fraction = [e.structure.composition.get_atomic_fraction("H") for e in entries]
     pairs = set().union(*(element_pairs(el.symbol for el in e.structure.composition.elements) for e in entries))
-    min_hh = []
+    min_hh, min_xh = [], {}
     for e in entries:
         h = e.structure.copy()
         h.remove_species([sp for sp in h.composition.elements if sp.symbol != "H"])
         _, _, _, d = h.get_neighbor_list(r=1.5)
         if len(d):
             min_hh.append(float(d.min()))
+        for element, dist in shortest_xh(e.structure).items():
+            min_xh[element] = min(dist, min_xh.get(element, dist))
     return {"volume_per_atom_a3": [float(min(vpa)), float(max(vpa))],
-            "min_hh_a": float(min(min_hh)) if min_hh else None,
+            "min_hh_a": float(min(min_hh)) if min_hh else None, "min_xh_a": dict(sorted(min_xh.items())),
             "species": sorted({el.symbol for e in entries for el in e.structure.composition.elements}),
             "h_fraction": [float(min(h_fraction)), float(max(h_fraction))], "element_pairs": sorted(pairs)}
 

@@ -108,7 +108,9 @@ def test_domain_flags_name_an_h_fraction_and_a_metal_pair_never_trained_on():
     y = Structure(Lattice.cubic(3.5), ["Y"] + ["H"] * 6, ca.frac_coords)
     rng = training_range([Entry("ca", ca, None), Entry("y", y, None)])
     assert rng["h_fraction"] == [pytest.approx(6 / 7), pytest.approx(6 / 7)] and rng["element_pairs"] == []
-    meta = {"training_range": {**rng, "volume_per_atom_a3": [1.0, 20.0], "min_hh_a": 0.1}}
+    # these hand-placed cells bring the metals closer to an H than the two training cells do: that check
+    # has its own test below, this one leaves it out
+    meta = {"training_range": {**rng, "volume_per_atom_a3": [1.0, 20.0], "min_hh_a": 0.1, "min_xh_a": {}}}
     assert domain_flags(ca, meta) == []
     cay = Structure(Lattice.cubic(5.0), ["Ca", "Y"] + ["H"] * 12, [[0, 0, 0], [0.5, 0.5, 0.5]] + [[0.08 * i, 0.25, 0.7] for i in range(12)])
     flags = domain_flags(cay, meta)
@@ -119,6 +121,30 @@ def test_domain_flags_name_an_h_fraction_and_a_metal_pair_never_trained_on():
     assert [f.split(" ")[0] + " " + f.split(" ")[1] for f in domain_flags(sc, meta)] == ["element(s) Sc"]
     old = {"training_range": {k: v for k, v in meta["training_range"].items() if k not in ("h_fraction", "element_pairs")}}
     assert domain_flags(cay, old) == []  # a checkpoint from before 0.11.0 has neither list: no flag
+
+
+def test_domain_flags_name_a_metal_closer_to_an_h_than_in_any_training_cell():
+    """LaH10 with its 32f H at x = 0.38 (La at 4a, La–H 2.12 Å) against the same Wyckoff x = 0.118 read with
+    the other origin (La–H 1.04 Å, a cell no search would submit): same density and H–H range, only the
+    La–H contact tells them apart."""
+    def lah10(x: float) -> Structure:
+        return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.10), ["La", "H", "H"],
+                                         [[0, 0, 0], [0.25, 0.25, 0.25], [x, x, x]]).get_primitive_structure()
+    def la_h(s: Structure) -> float:  # shortest La–H over every pair, pymatgen's minimum image
+        return min(s.get_distance(i, j) for i, a in enumerate(s) for j, b in enumerate(s)
+                   if a.specie.symbol == "La" and b.specie.symbol == "H")
+
+    good, misplaced = lah10(0.38), lah10(0.118)
+    rng = training_range([Entry("lah10", good, None)])
+    assert rng["min_xh_a"] == {"La": pytest.approx(la_h(good))}
+    assert la_h(good) == pytest.approx(5.10 * (2 * 0.12**2 + 0.38**2) ** 0.5)  # to the La at (½, ½, 0)
+    meta = {"training_range": {**rng, "volume_per_atom_a3": [1.0, 20.0]}}
+    assert domain_flags(good, meta) == []
+    d = la_h(misplaced)
+    assert d == pytest.approx(0.118 * 3**0.5 * 5.10)
+    assert domain_flags(misplaced, meta) == [f"La–H distance {d:.3f} Å is shorter than any in the training data "
+                                             f"({rng['min_xh_a']['La']:.3f} Å); uncertainties widened ×2"]
+    assert domain_flags(misplaced, {"training_range": {k: v for k, v in meta["training_range"].items() if k != "min_xh_a"}}) == []
 
 
 def test_the_pipeline_applies_the_checkpoints_calibration(tmp_path):
