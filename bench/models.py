@@ -37,7 +37,7 @@ def cells() -> dict[str, Structure]:
         "H32 fluid (fluid-md)": fluid,
         "H3S Im-3m": Structure.from_spacegroup("Im-3m", Lattice.cubic(3.073), ["S", "H"], [[0, 0, 0], [0.5, 0, 0]]),
         "LaH10 Fm-3m": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.10), ["La", "H", "H"],
-                                                 [[0, 0, 0], [0.25, 0.25, 0.25], [0.118, 0.118, 0.118]]),
+                                                 [[0, 0, 0], [0.25, 0.25, 0.25], [0.38, 0.38, 0.38]]),
     }
 
 
