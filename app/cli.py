@@ -111,6 +111,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     tr.add_argument("--members", type=int, default=5, help="ensemble members (default 5)")
     tr.add_argument("--epochs", type=int, default=80, help="epochs per member (default 80)")
     tr.add_argument("--points-per-structure", type=int, default=2000, help="sampled grid points per structure")
+    tr.add_argument("--points-per-atom", type=int, default=0, metavar="N",
+                    help="sample N grid points per atom of each structure instead (large cells get more; default 0: off)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--hidden", default="128,128", metavar="N,N",
                     help="hidden layer widths of each member's MLP (default 128,128: the paper's)")
@@ -328,7 +330,7 @@ def _train(args) -> int:
 
     entries, identity = _load_data(args.data)
     config = TrainConfig(members=args.members, epochs=args.epochs, points_per_structure=args.points_per_structure,
-                         seed=args.seed, bottleneck_weight=args.bottleneck_weight, phi_weight=args.phi_weight,
+                         points_per_atom=args.points_per_atom, seed=args.seed, bottleneck_weight=args.bottleneck_weight, phi_weight=args.phi_weight,
                          hidden=_widths(args.hidden))
     model = train(entries, config, DESCRIPTORS[args.descriptor], model_version=args.version, data_identity=identity)
     model.meta["datasets"] = [str(Path(d)) for d in args.data]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from pymatgen.core import Lattice, Structure
 
+from elfscreen.model.descriptor import PAPER_V1
 from elfscreen.model.evaluate import evaluate
 from elfscreen.model.network import ElfModel
 from elfscreen.model.train import (N_BINS, Entry, PhiSet, TrainConfig, bottleneck_points, phi_grid_shape, phi_set,
@@ -54,6 +55,18 @@ def test_bottleneck_weighting_moves_points_towards_phi_and_keeps_the_total():
     assert abs(len(weighted) - len(plain)) <= N_BINS
     same = values.ravel()[sample_points(values, 2000, np.random.default_rng(1), phi=0.42, bottleneck_weight=0.0)]
     assert np.array_equal(same, plain)  # weight 0 is the paper's sampling, draw for draw
+
+
+def test_per_atom_sampling_draws_in_proportion_to_the_cell():
+    """A 2×1×1 supercell (8 atoms, twice the grid) draws twice the points of its 4-atom cell per atom
+    quota, and the same number as the cell with the per-structure quota."""
+    cell = make_entries(1)[0]
+    s2 = cell.structure * (2, 1, 1)
+    big = Entry("big", s2, ElfGrid(s2, np.concatenate([cell.grid.values] * 2, axis=0), "big"), {})
+    for per_atom, expected in ((False, 1.0), (True, 2.0)):
+        owner = point_set([cell, big], 10 if per_atom else 40, PAPER_V1, 0, per_atom=per_atom)[2]
+        counts = np.bincount(owner)
+        assert counts[1] == pytest.approx(expected * counts[0], rel=0.05), (per_atom, counts)
 
 
 def test_training_lowers_the_loss_and_round_trips(tmp_path):
