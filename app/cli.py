@@ -112,7 +112,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, default=80, help="epochs per member (default 80)")
     tr.add_argument("--points-per-structure", type=int, default=2000, help="sampled grid points per structure")
     tr.add_argument("--points-per-atom", type=int, default=0, metavar="N",
-                    help="sample N grid points per atom of each structure instead (large cells get more; default 0: off)")
+                    help="sample max(--points-per-structure, N x atoms) grid points per structure (large cells get more; "
+                         "default 0: off)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--hidden", default="128,128", metavar="N,N",
                     help="hidden layer widths of each member's MLP (default 128,128: the paper's)")

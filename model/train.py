@@ -11,8 +11,8 @@ decide φ are not drowned by the common low and high ones. With ``bottleneck_wei
 within ``BOTTLENECK_HALF_WIDTH`` of the structure's DFT φ (its manifest's ``topology.phi``: the ELF value
 of the isosurface that carries the network's bottleneck) draw (1 + w)× as many points; the other bins
 draw fewer, so the total stays ``points_per_structure``. With ``points_per_atom`` n > 0 a structure draws
-n × its atom count instead: a 32-atom fluid cell then gets as many points per atomic environment as a
-4-atom crystal, not 8× fewer.
+max(``points_per_structure``, n × its atom count): a 32-atom fluid cell then gets as many points per
+atomic environment as an 8-atom crystal, not 4× fewer, and small cells keep their share.
 
 A loss term on φ itself (``phi_weight`` λ > 0): φ is a maximin over paths, so its gradient is the ELF's at
 one point, the bottleneck voxel where the predicted field's superlevel set first spans the cell in three
@@ -69,7 +69,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     huber_beta: float = 0.03
     points_per_structure: int = 2000
-    points_per_atom: int = 0  # > 0: each structure draws this many points per atom instead of points_per_structure
+    points_per_atom: int = 0  # > 0: a structure draws max(points_per_structure, this × its atoms)
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
@@ -111,14 +111,14 @@ def sample_points(values: np.ndarray, n_points: int, rng: np.random.Generator, p
 
 
 def point_set(entries: Sequence[Entry], n_points: int, params: DescriptorParams, seed: int,
-              bottleneck_weight: float = 0.0, per_atom: bool = False):
-    """Features (float32) and ELF targets at sampled points of every entry (``n_points`` each, or
-    ``n_points`` × its atom count with ``per_atom``), and each point's entry index."""
+              bottleneck_weight: float = 0.0, per_atom: int = 0):
+    """Features (float32) and ELF targets at sampled points of every entry (max(``n_points``, ``per_atom``
+    × its atom count) each), and each point's entry index."""
     feats, targets, owner = [], [], []
     for k, e in enumerate(entries):
         rng = np.random.default_rng([seed, int(hashlib.sha256(e.id.encode()).hexdigest()[:8], 16)])
         phi = (e.meta.get("topology") or {}).get("phi")
-        quota = n_points * len(e.structure) if per_atom else n_points
+        quota = max(n_points, per_atom * len(e.structure))
         idx = sample_points(e.grid.values, quota, rng, phi, bottleneck_weight)
         ijk = np.stack(np.unravel_index(idx, e.grid.shape), -1)
         feats.append(describe(e.structure, ijk / np.array(e.grid.shape), params))
@@ -205,8 +205,7 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
         raise ValueError("no structure falls on the training side; give more structures")
     t0 = time.perf_counter()
     log(f"describing {len(train_e)} training and {len(held_e)} held-out structures …")
-    per_atom = config.points_per_atom > 0
-    n_points = config.points_per_atom if per_atom else config.points_per_structure
+    n_points, per_atom = config.points_per_structure, config.points_per_atom
     x_tr, y_tr, _ = point_set(train_e, n_points, params, config.seed, config.bottleneck_weight, per_atom)
     mean = torch.as_tensor(x_tr.mean(0), dtype=torch.float32)
     std = torch.as_tensor(np.sqrt(x_tr.var(0) + 1e-12), dtype=torch.float32)
@@ -258,8 +257,8 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
         "data_identity": data_identity,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
         "sampling": f"{N_BINS} equal ELF bins over [0, 1], up to "
-                    + (f"{config.points_per_atom}/{N_BINS} points per bin per atom of each structure" if per_atom
-                       else f"{config.points_per_structure // N_BINS} points per bin per structure")
+                    + f"{config.points_per_structure // N_BINS} points per bin per structure"
+                    + (f" or {config.points_per_atom}/{N_BINS} per atom, whichever is more" if per_atom else "")
                     + (f"; the bins within {BOTTLENECK_HALF_WIDTH} of the structure's DFT φ weighted "
                        f"{1 + config.bottleneck_weight:g}×" if config.bottleneck_weight else ""),
         "loss": f"Huber β {config.huber_beta} on the sampled points"
