@@ -62,6 +62,7 @@ def main() -> int:
           f"{np.abs(yh - y.mean()).max():.3f} | |")
     for name, (names, options) in MODELS.items():
         cols = [FEATURES.index(n) for n in names]
+        options = {**options, "features_": names}
         err, inside = cross_validate(x[:, cols], y, options)
         mean, std = fit(x[:, cols], y, options).predict(xh[:, cols])
         miss = np.abs(mean - yh)

@@ -79,8 +79,9 @@ def _logit(y: np.ndarray) -> np.ndarray:
 
 @dataclass
 class HDosModel:
-    """Bootstrap ensemble of kernel ridge regressions of logit H_DOS on standardised :data:`FEATURES`;
-    kernel k(z, z') = linear·(z·z')/d + exp(−gamma·|z − z'|²) (d features), penalty ``ridge``."""
+    """Bootstrap ensemble of kernel ridge regressions of logit H_DOS on the standardised features named by
+    ``features_`` (some of :data:`FEATURES`); kernel k(z, z') = linear·(z·z')/d + exp(−gamma·|z − z'|²)
+    (d features), penalty ``ridge``."""
 
     members: int = 32
     ridge: float = 0.1
@@ -108,6 +109,8 @@ class HDosModel:
         """Fit on features ``x`` (n, n_features) and H_DOS ``y`` (n,); remembers each member's
         out-of-bag rows for :meth:`calibrate_out_of_bag`."""
         x, t = np.atleast_2d(np.asarray(x, dtype=float)), _logit(y)
+        if x.shape[1] != len(self.features_):
+            raise ValueError(f"{x.shape[1]} feature columns for a model of {len(self.features_)} named features")
         self.mean_ = x.mean(0)
         self.scale_ = np.where(x.std(0) > 1e-12, x.std(0), 1.0)
         self.basis_ = self._standardise(x)
@@ -165,7 +168,7 @@ class HDosModel:
     @classmethod
     def from_dict(cls, d: dict) -> "HDosModel":
         names = tuple(d.get("features", ()))
-        if d.get("format") != FORMAT or not names or not set(names) <= set(FEATURES):
+        if d.get("format") != FORMAT or not names or not set(names) <= set(FEATURES) or len(d["mean"]) != len(names):
             raise ValueError(f"H_DOS model of format {d.get('format')!r} with features {list(names)}: "
                              f"this elfscreen reads {FORMAT} with some of {list(FEATURES)}")
         m = cls(members=int(d["members"]), ridge=float(d["ridge"]), gamma=float(d["gamma"]), linear=float(d["linear"]),
@@ -200,8 +203,9 @@ def predict_h_dos(structure: Structure, meta: dict) -> HDosEstimate:
     mean, std = model.predict(x)
     dom = model.domain_
     new = sorted({sp.symbol for sp in structure.composition.elements} - set(dom.get("elements", [])) - {"H"})
+    named_below = {f"x_{e}" for e in new}  # a new element is named once, not again as its fraction column
     outside = [name for name, v, lo, hi in zip(model.features_, x, dom.get("min", []), dom.get("max", []))
-               if not lo <= v <= hi and name not in {f"x_{e}" for e in new}]  # a new element is named once, below
+               if not lo <= v <= hi and name not in named_below]
     note = None
     sigma = float(std[0])
     if outside or new:

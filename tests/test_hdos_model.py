@@ -96,7 +96,7 @@ def test_the_gaussian_kernel_learns_what_a_linear_model_cannot():
     y = 1 / (1 + np.exp(-(2.0 - 1.5 * (v - 3.5) ** 2)))
     fresh = {}
     for name, options in (("kernel", {}), ("linear", {"gamma": 0.0})):
-        model = HDosModel(**options).fit(x[:100], y[:100])
+        model = HDosModel(**options, features_=GEOMETRY_FEATURES).fit(x[:100], y[:100])
         fresh[name] = np.abs(model.predict(x[100:])[0] - y[100:]).mean()
     assert fresh["kernel"] < 0.5 * fresh["linear"], fresh
 
@@ -133,6 +133,22 @@ def test_outside_its_domain_sigma_widens_and_says_so(synthetic):
     far = predict_h_dos(ba, meta)
     assert "Ba" in far.note and f"σ widened ×{OOD_FACTOR:g}" in far.note
     assert far.std == pytest.approx(OOD_FACTOR * model.predict(features(ba, GEOMETRY_FEATURES))[1][0])
+
+
+def test_element_fractions_name_a_new_element_once_and_a_fraction_beyond_the_training_range(synthetic):
+    """The shipped feature set (geometry and element fractions): an element never trained on (Rb) is named
+    as an element, not again as its ``x_Rb`` column; a known element at a larger fraction than any training
+    cell holds (Mg2H: x_Mg 0.67, training ≤ 0.5) names its column. Both widen σ."""
+    _, fresh = synthetic
+    pairs = [(s, known_h_dos(s)) for s, _ in fresh]
+    meta = fit_hdos_model(pairs[:25], members=4).to_dict()
+    assert meta["features"] == list(FEATURES) and meta["domain"]["max"][FEATURES.index("x_Mg")] <= 0.5
+    rb = Structure(Lattice.cubic(3.4), ["Rb", "H", "H", "H", "H"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0.25], [0, 0.5, 0.75], [0.25, 0.75, 0.5]])
+    note = predict_h_dos(rb, meta).note
+    assert "element(s) Rb not in its training data" in note and "x_Rb" not in note
+    mg2h = Structure(Lattice.cubic(2.6), ["Mg", "Mg", "H"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0.5, 0.5]])
+    est = predict_h_dos(mg2h, meta)
+    assert "x_Mg" in est.note and f"σ widened ×{OOD_FACTOR:g}" in est.note
 
 
 def test_smoke_on_the_dft_hydride_cells():
