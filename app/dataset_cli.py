@@ -7,7 +7,16 @@ import json
 import sys
 from dataclasses import replace
 
-from elfscreen.model.dataset import FAMILIES, KINDS, GeneratorOptions, default_settings, generate, summary, summary_of
+from elfscreen.model.dataset import (
+    FAMILIES,
+    HYDRIDE_KINDS,
+    KINDS,
+    GeneratorOptions,
+    default_settings,
+    generate,
+    summary,
+    summary_of,
+)
 from elfscreen.model.errors import InputError
 from elfscreen.model.prototypes import PROTOTYPES, RANDOM_METALS
 
@@ -55,12 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "pseudopotentials, with_h_dos, failed, cpu_hours")
 
 
-def _names(text: str, option: str) -> tuple[str, ...]:
+def _choices(text: str, option: str, allowed, what: str) -> tuple[str, ...]:
+    """The comma-separated names of ``text``, each one of ``allowed``; else an error naming the option."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in PROTOTYPES]
+    unknown = [n for n in names if n not in allowed]
     if unknown or not names:
-        raise InputError(option, f"unknown prototypes {unknown}; use some of {', '.join(PROTOTYPES)}")
+        problem = f"unknown {what} {', '.join(unknown)}" if unknown else f"no {what} given"
+        raise InputError(option, f"{problem}; use some of {', '.join(allowed)}")
     return names
+
+
+def _elements_of(kind: str) -> list[str]:
+    """The elements besides H that entries of a hydride ``kind`` can hold."""
+    if kind == "hydride-prototype":
+        return sorted({m for p in PROTOTYPES.values() for sub in p.substitutions for m in sub})
+    return sorted(RANDOM_METALS)
 
 
 def _options(args: argparse.Namespace) -> GeneratorOptions:
@@ -75,24 +93,16 @@ def _options(args: argparse.Namespace) -> GeneratorOptions:
     if args.kind == "fluid" and (args.min_atoms or args.max_atoms):
         changes.update(fluid_atoms=(args.min_atoms or opts.fluid_atoms[0], args.max_atoms or opts.fluid_atoms[1]))
     if args.kind in ("crystal", "crystal-relaxed") and args.families:
-        families = tuple(f.strip() for f in args.families.split(",") if f.strip())
-        unknown = [f for f in families if f not in FAMILIES]
-        if unknown or not families:
-            raise InputError("--families", f"unknown crystal families {unknown}; use some of {', '.join(FAMILIES)}")
-        changes.update(crystal_families=families)
+        changes.update(crystal_families=_choices(args.families, "--families", FAMILIES, "crystal families"))
     if args.kind == "hydride-prototype" and (args.prototypes or args.exclude_prototypes):
-        chosen = _names(args.prototypes, "--prototypes") if args.prototypes else tuple(PROTOTYPES)
-        left_out = _names(args.exclude_prototypes, "--exclude-prototypes") if args.exclude_prototypes else ()
+        chosen = _choices(args.prototypes, "--prototypes", list(PROTOTYPES), "prototypes") if args.prototypes else tuple(PROTOTYPES)
+        left_out = (_choices(args.exclude_prototypes, "--exclude-prototypes", list(PROTOTYPES), "prototypes")
+                    if args.exclude_prototypes else ())
         changes.update(prototypes=tuple(n for n in chosen if n not in left_out))
     if args.elements:
-        elements = tuple(e.strip() for e in args.elements.split(",") if e.strip())
-        known = sorted(set(RANDOM_METALS).union(*(m for p in PROTOTYPES.values() for m in p.substitutions)))
-        unknown = [e for e in elements if e not in known]
-        if not args.kind.startswith("hydride-"):
-            raise InputError("--elements", f"only for the hydride kinds, not {args.kind}")
-        if unknown or not elements:
-            raise InputError("--elements", f"unknown elements {unknown}; use some of {', '.join(known)}")
-        changes.update(elements=elements)
+        if args.kind not in HYDRIDE_KINDS:
+            raise InputError("--elements", f"only for the hydride kinds ({', '.join(HYDRIDE_KINDS)}), not {args.kind}")
+        changes.update(elements=_choices(args.elements, "--elements", _elements_of(args.kind), f"elements for {args.kind}"))
     if args.kind == "fluid-md" and args.min_atoms:
         changes.update(md_atoms=args.min_atoms)
     return replace(opts, **changes) if changes else opts

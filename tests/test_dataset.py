@@ -126,7 +126,9 @@ def test_element_filter_keeps_each_entrys_parameters_and_only_entries_with_the_e
 def test_command_line_element_filter_names_a_bad_element_or_kind(tmp_path, capsys):
     from elfscreen.app.cli import main
 
-    for kind, elements, problem in (("hydride-random", "K,Xx", "unknown elements ['Xx']"),
+    for kind, elements, problem in (("hydride-random", "K,Xx", "unknown elements for hydride-random Xx; use some of Al, B"),
+                                    ("hydride-prototype", "C", "unknown elements for hydride-prototype C"),
+                                    ("hydride-random", ",", "no elements for hydride-random given"),
                                     ("crystal", "K", "only for the hydride kinds")):
         assert main(["dataset", "generate", "--out", str(tmp_path), "--kind", kind, "--count", "1",
                      "--elements", elements]) == 2
