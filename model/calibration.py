@@ -165,9 +165,18 @@ def element_pairs(symbols) -> set[str]:
     return {f"{a}-{b}" for i, a in enumerate(others) for b in others[i + 1:]}
 
 
+def shortest_hh(structure, reach_a: float = 1.5) -> float | None:
+    """The shortest H–H distance (Å), periodic images included; None when no two H are within ``reach_a``."""
+    h = structure.copy()
+    h.remove_species([sp for sp in h.composition.elements if sp.symbol != "H"])
+    dist = h.get_neighbor_list(r=reach_a)[3] if len(h) else []
+    return float(min(dist)) if len(dist) else None
+
+
 def shortest_xh(structure, reach_a: float = 3.5) -> dict[str, float]:
     """Each element other than H: its shortest distance (Å) to an H atom, periodic images included (only
-    elements with an H within ``reach_a``)."""
+    elements with an H within ``reach_a``: an element whose training cells hold no H that close has no
+    entry in a training range's ``min_xh_a`` and is never flagged)."""
     symbols = [s.specie.symbol for s in structure]
     centres, points, _, dist = structure.get_neighbor_list(r=reach_a)
     out: dict[str, float] = {}
@@ -194,17 +203,13 @@ def domain_flags(structure, meta: dict) -> list[str]:
     if lo is not None and not lo <= vpa <= hi:
         out.append(f"density {vpa:.2f} Å³/atom is outside the training range {lo:.2f}–{hi:.2f} Å³/atom{tail}")
     min_hh = rng.get("min_hh_a")
-    h = [i for i, s in enumerate(structure) if s.specie.symbol == "H"]
-    if min_hh is not None and h:
-        sub = structure.copy()
-        sub.remove_sites([i for i in range(len(structure)) if i not in set(h)])
-        dist = sub.get_neighbor_list(r=min_hh - DISTANCE_TOLERANCE_A)[3]
-        if len(dist):
-            out.append(f"H–H distance {dist.min():.3f} Å is shorter than any in the training data ({min_hh:.3f} Å){tail}")
-    for element, d in sorted(shortest_xh(structure).items()):
-        trained_d = (rng.get("min_xh_a") or {}).get(element)
-        if trained_d is not None and d < trained_d - DISTANCE_TOLERANCE_A:
-            out.append(f"{element}–H distance {d:.3f} Å is shorter than any in the training data ({trained_d:.3f} Å){tail}")
+    d_hh = shortest_hh(structure, reach_a=min_hh - DISTANCE_TOLERANCE_A) if min_hh is not None else None
+    if d_hh is not None:
+        out.append(f"H–H distance {d_hh:.3f} Å is shorter than any in the training data ({min_hh:.3f} Å){tail}")
+    min_xh = rng.get("min_xh_a") or {}
+    for element, d in sorted(shortest_xh(structure).items() if min_xh else ()):
+        if element in min_xh and d < min_xh[element] - DISTANCE_TOLERANCE_A:
+            out.append(f"{element}–H distance {d:.3f} Å is shorter than any in the training data ({min_xh[element]:.3f} Å){tail}")
     trained = rng.get("species")
     new = sorted({s.specie.symbol for s in structure} - set(trained)) if trained else []
     if new:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from elfscreen.model.calibration import element_pairs, shortest_xh
+from elfscreen.model.calibration import element_pairs, shortest_hh, shortest_xh
 from elfscreen.model.descriptor import PAPER_V1, DescriptorParams, describe
 from elfscreen.model.network import ElfModel, ElfNet
 from elfscreen.model.predict import describe_stream
@@ -256,9 +256,9 @@ def train(entries: Sequence[Entry], config: TrainConfig = TrainConfig(), params:
     meta = {
         "data_identity": data_identity,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()},
-        "sampling": f"{N_BINS} equal ELF bins over [0, 1], up to "
-                    + f"{config.points_per_structure // N_BINS} points per bin per structure"
-                    + (f" or {config.points_per_atom}/{N_BINS} per atom, whichever is more" if per_atom else "")
+        "sampling": f"{N_BINS} equal ELF bins over [0, 1], up to 1/{N_BINS} of "
+                    + (f"max({config.points_per_structure}, {config.points_per_atom} × atoms)" if per_atom
+                       else f"{config.points_per_structure}") + " points per bin per structure"
                     + (f"; the bins within {BOTTLENECK_HALF_WIDTH} of the structure's DFT φ weighted "
                        f"{1 + config.bottleneck_weight:g}×" if config.bottleneck_weight else ""),
         "loss": f"Huber β {config.huber_beta} on the sampled points"
@@ -329,11 +329,9 @@ def training_range(entries: Sequence[Entry]) -> dict:
     pairs = set().union(*(element_pairs(el.symbol for el in e.structure.composition.elements) for e in entries))
     min_hh, min_xh = [], {}
     for e in entries:
-        h = e.structure.copy()
-        h.remove_species([sp for sp in h.composition.elements if sp.symbol != "H"])
-        _, _, _, d = h.get_neighbor_list(r=1.5)
-        if len(d):
-            min_hh.append(float(d.min()))
+        d = shortest_hh(e.structure)
+        if d is not None:
+            min_hh.append(d)
         for element, dist in shortest_xh(e.structure).items():
             min_xh[element] = min(dist, min_xh.get(element, dist))
     return {"volume_per_atom_a3": [float(min(vpa)), float(max(vpa))],
