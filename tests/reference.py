@@ -1,5 +1,6 @@
 """Independent, slow references for the tests: brute-force percolation, an analytic ELF-like field, the
-grid descriptor by the addition theorem in float64, and the published TcESTIME DFT grids
+grid descriptor by the addition theorem in float64, a LaH10 cell written from its Wyckoff sites, and the
+published TcESTIME DFT grids
 (``tests/data/reference/``, GPL-3.0 test data; see its README).
 
 Percolation here never uses the product's sweep: each isovalue is labelled from scratch with
@@ -27,6 +28,16 @@ def tcestime(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: reference grid missing from the checkout (see tests/data/reference/README.md)")
     return path
+
+
+def lah10(x: float, a: float = 5.10):
+    """LaH10 Fm-3m (primitive, 11 atoms) with La at 4a, H at 8c and its 32f H at (x, x, x), cubic a in Å:
+    x = 0.38 is LaH10 (La–H 2.12 Å at 5.10 Å); x = 0.118, the 32f x of the other origin choice, puts an
+    H 1.04 Å from La."""
+    from pymatgen.core import Lattice, Structure
+
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["La", "H", "H"],
+                                     [[0, 0, 0], [0.25, 0.25, 0.25], [x, x, x]]).get_primitive_structure()
 
 
 def pieces(values: np.ndarray, t: float):

@@ -18,6 +18,7 @@ from elfscreen.model.network import ElfModel
 from elfscreen.model.pipeline import WEIGHTS_DIR, screen_structure
 from elfscreen.model.tc import tc_sensitivity
 from elfscreen.model.train import Entry, split_of, training_range
+from reference import lah10
 
 Z90 = norm.ppf(0.95)  # |e| ≤ 1.645·s on 90 % of Gaussian errors of scale s
 
@@ -127,9 +128,6 @@ def test_domain_flags_name_a_metal_closer_to_an_h_than_in_any_training_cell():
     """LaH10 with its 32f H at x = 0.38 (La at 4a, La–H 2.12 Å) against the same Wyckoff x = 0.118 read with
     the other origin (La–H 1.04 Å, a cell no search would submit): same density and H–H range, only the
     La–H contact tells them apart."""
-    def lah10(x: float) -> Structure:
-        return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.10), ["La", "H", "H"],
-                                         [[0, 0, 0], [0.25, 0.25, 0.25], [x, x, x]]).get_primitive_structure()
     def la_h(s: Structure) -> float:  # shortest La–H over every pair, pymatgen's minimum image
         return min(s.get_distance(i, j) for i, a in enumerate(s) for j, b in enumerate(s)
                    if a.specie.symbol == "La" and b.specie.symbol == "H")

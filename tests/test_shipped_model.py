@@ -205,16 +205,11 @@ def test_elf_mh_flags_a_metal_closer_to_an_h_than_any_training_cell():
     """LaH10 written with its 32f H at x = 0.118 around La at 4a (La–H 1.04 Å, the Wyckoff x of the other
     origin choice) gets the shipped checkpoint's La–H warning and a widened σ; the real LaH10 (x = 0.38)
     gets neither. Needs ``training_range.min_xh_a`` in the shipped checkpoint (elf-mh-0.4 on)."""
-    from pymatgen.core import Lattice, Structure
-
     from elfscreen.model.pipeline import screen_structure
+    from reference import lah10
 
     model = load_model("elf-mh")
-    results = {}
-    for x in (0.38, 0.118):
-        s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.10), ["La", "H", "H"],
-                                      [[0, 0, 0], [0.25, 0.25, 0.25], [x, x, x]]).get_primitive_structure()
-        results[x] = screen_structure(s, f"LaH10 x={x}", model, spacing_a=0.3)
+    results = {x: screen_structure(lah10(x), f"LaH10 x={x}", model, spacing_a=0.3) for x in (0.38, 0.118)}
     flag = [w for w in results[0.118].warnings if w.startswith("La–H distance 1.042 Å is shorter than any")]
     assert flag and flag[0].endswith("uncertainties widened ×2"), results[0.118].warnings
     assert not [w for w in results[0.38].warnings if "–H distance" in w], results[0.38].warnings
