@@ -207,7 +207,8 @@ def domain_flags(structure, meta: dict) -> list[str]:
     if d_hh is not None:
         out.append(f"H–H distance {d_hh:.3f} Å is shorter than any in the training data ({min_hh:.3f} Å){tail}")
     min_xh = rng.get("min_xh_a") or {}
-    for element, d in sorted(shortest_xh(structure).items() if min_xh else ()):
+    # only a contact shorter than a trained minimum is flagged, so none beyond the largest is looked for
+    for element, d in sorted(shortest_xh(structure, reach_a=max(min_xh.values())).items() if min_xh else ()):
         if element in min_xh and d < min_xh[element] - DISTANCE_TOLERANCE_A:
             out.append(f"{element}–H distance {d:.3f} Å is shorter than any in the training data ({min_xh[element]:.3f} Å){tail}")
     trained = rng.get("species")
